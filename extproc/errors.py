@@ -1,0 +1,112 @@
+"""Errors the proxy raises, as one hierarchy.
+
+Every error carries the HTTP status and a stable machine-readable ``code``;
+codecs turn it into the client's own dialect (OpenAI, Anthropic, Gemini).
+Messages never contain credentials.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """Base class: an error that becomes an HTTP answer to the client."""
+
+    status: int = 500
+    error_type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+class InvalidRequest(ProxyError):
+    """400: the request is malformed or violates the protocol."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationFailed(ProxyError):
+    """401: missing or wrong proxy key (multi-user mode)."""
+
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ProxyError):
+    status = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(ProxyError):
+    """404: unknown path, model, backend or instance."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(ProxyError):
+    status = 415
+    error_type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(ProxyError):
+    """An error answered by (or on the way to) a provider, status kept."""
+
+    error_type = "api_error"
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.status = status
+
+
+class ServiceUnavailable(ProxyError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class GatewayTimeout(ProxyError):
+    status = 504
+    error_type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; raised at startup, never per request."""

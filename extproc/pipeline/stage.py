@@ -1,0 +1,82 @@
+"""Stages and the pipeline that runs them.
+
+A stage is a small object with optional hooks; the pipeline calls the hooks
+a stage overrides, in the configured order. Stages see the canonical model
+and the request context only: they never parse wire bytes or touch gRPC.
+
+A stream hook returns the event list it was given when it changed nothing;
+returning a different list tells the translator the events were rewritten
+(so a same-protocol stream can no longer pass raw bytes through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from extproc.canonical import CanonicalRequest, CanonicalResponse, StreamEvent
+from extproc.pipeline.context import RequestContext
+
+
+class Stage:
+    """Base class; override only the hooks a feature needs."""
+
+    name: str = "stage"
+
+    def on_request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
+        """Before the body arrives: reject early (raise a ProxyError)."""
+
+    def on_request(self, ctx: RequestContext, request: CanonicalRequest) -> None:
+        """The decoded request: inspect, rewrite in place, or raise."""
+
+    def on_response(self, ctx: RequestContext, response: CanonicalResponse) -> CanonicalResponse:
+        """A complete (non-streaming) answer; return it or a replacement."""
+        return response
+
+    def on_stream_events(self, ctx: RequestContext, events: list[StreamEvent]) -> list[StreamEvent]:
+        """Events decoded from one wire event of a streamed answer."""
+        return events
+
+    def on_end(self, ctx: RequestContext) -> None:
+        """The exchange is over (answer sent, or failed)."""
+
+
+def _overrides(stage: Stage, hook: str) -> bool:
+    return getattr(type(stage), hook) is not getattr(Stage, hook)
+
+
+class Pipeline:
+    """Runs stages in order; only the stages that define a hook are called."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+        self._headers = [s for s in self.stages if _overrides(s, "on_request_headers")]
+        self._request = [s for s in self.stages if _overrides(s, "on_request")]
+        self._response = [s for s in self.stages if _overrides(s, "on_response")]
+        self._stream = [s for s in self.stages if _overrides(s, "on_stream_events")]
+        self._end = [s for s in self.stages if _overrides(s, "on_end")]
+
+    @property
+    def inspects_stream(self) -> bool:
+        return bool(self._stream)
+
+    def request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
+        for stage in self._headers:
+            stage.on_request_headers(ctx, headers)
+
+    def request(self, ctx: RequestContext, request: CanonicalRequest) -> None:
+        for stage in self._request:
+            stage.on_request(ctx, request)
+
+    def response(self, ctx: RequestContext, response: CanonicalResponse) -> CanonicalResponse:
+        for stage in self._response:
+            response = stage.on_response(ctx, response)
+        return response
+
+    def stream_events(self, ctx: RequestContext, events: list[StreamEvent]) -> list[StreamEvent]:
+        for stage in self._stream:
+            events = stage.on_stream_events(ctx, events)
+        return events
+
+    def end(self, ctx: RequestContext) -> None:
+        for stage in self._end:
+            stage.on_end(ctx)

@@ -1,0 +1,120 @@
+"""The application: config turned into everything a request needs.
+
+Built once at startup; processors are created per ext_proc stream and read
+from it. Nothing here parses configuration or talks gRPC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import msgspec
+
+from backends import get_type
+from extproc.codecs import Codec, get_codec
+from extproc.config import Config
+from extproc.errors import NotFound
+from extproc.pipeline import Pipeline, Stage
+from extproc.pipeline.stages import AccessControlStage, RoutingStage
+from extproc.processing.router import RouterProcessor
+from extproc.processing.upstream import UpstreamProcessor
+from extproc.routing import Resolver, plan_clusters
+
+
+@dataclass(frozen=True)
+class BackendRuntime:
+    """What the UPSTREAM role needs to address one backend instance."""
+
+    instance: str
+    codec: Codec
+    base_path: str
+    #: Credential and configured headers, set on every upstream request.
+    headers: dict[str, str]
+    max_tokens_field: str
+
+    def __repr__(self) -> str:  # never print credentials
+        return f"BackendRuntime({self.instance!r}, schema={self.codec.name!r})"
+
+
+def _auth_headers(style: str, key: str | None) -> dict[str, str]:
+    if not key:
+        return {}
+    if style == "bearer":
+        return {"authorization": f"Bearer {key}"}
+    if style in ("x-api-key", "x-goog-api-key"):
+        return {style: key}
+    return {}
+
+
+def build_backends(config: Config) -> dict[str, BackendRuntime]:
+    out = {}
+    for instance, backend in config.backends.items():
+        btype = get_type(config.backend_type(instance))
+        path = config.base_url(instance).split("://", 1)[1]
+        base_path = "/" + path.split("/", 1)[1] if "/" in path else ""
+        key = backend.api_key.get_secret_value() if backend.api_key else None
+        headers = {
+            **{k.lower(): v for k, v in btype.default_headers.items()},
+            **{k.lower(): v for k, v in backend.headers.items()},
+            **_auth_headers(backend.auth or btype.auth, key),
+        }
+        out[instance] = BackendRuntime(
+            instance=instance,
+            codec=get_codec(btype.schema),
+            base_path=base_path.rstrip("/"),
+            headers=headers,
+            max_tokens_field=btype.max_tokens_field,
+        )
+    return out
+
+
+def build_pipeline(config: Config, resolver: Resolver) -> Pipeline:
+    stages: list[Stage] = []
+    if config.multi_user_mode:
+        stages.append(AccessControlStage(k.get_secret_value() for k in config.api_keys))
+    stages.append(RoutingStage(resolver))
+    return Pipeline(stages)
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.plans = plan_clusters(config)
+        self.resolver = Resolver(config, self.plans)
+        self.pipeline = build_pipeline(config, self.resolver)
+        self.backends = build_backends(config)
+        self._models = self._model_list()
+        self.models_body = msgspec.json.encode({"object": "list", "data": self._models})
+
+    def router(self) -> RouterProcessor:
+        return RouterProcessor(self)
+
+    def upstream(self, host: dict[str, Any]) -> UpstreamProcessor:
+        return UpstreamProcessor(self, host)
+
+    def model_body(self, model: str) -> bytes:
+        model = unquote(model)
+        for entry in self._models:
+            if entry["id"] == model:
+                return msgspec.json.encode(entry)
+        raise NotFound(f"the model {model!r} does not exist", code="model_not_found", param="model")
+
+    def _model_list(self) -> list[dict[str, Any]]:
+        seen: dict[str, dict[str, Any]] = {}
+
+        def add(model_id: str, owner: str) -> None:
+            seen.setdefault(
+                model_id, {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+            )
+
+        for name in self.config.models:
+            add(name, "llm-proxy")
+        for instance, backend in self.config.backends.items():
+            for model in backend.models:
+                add(model, instance)
+                add(f"{instance}:{model}", instance)
+        if self.resolver.default_model and self.config.default_backend:
+            add(self.resolver.default_model, self.config.default_backend.partition(":")[0])
+        return list(seen.values())

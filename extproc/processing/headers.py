@@ -1,0 +1,37 @@
+"""Header names the two roles agree on, and credential handling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+#: Internal headers between Envoy and the two roles; never trusted from a
+#: client (removed on arrival) and never sent to a provider or a client.
+INTERNAL_PREFIX = "x-llm-"
+#: The cluster the ROUTER role chose; Envoy's routes match on it.
+CLUSTER_HEADER = "x-llm-cluster"
+
+#: Where clients put keys. The proxy reads them, then removes them: a
+#: client's key never reaches a provider.
+CLIENT_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"}
+)
+
+#: Provider response headers that describe the provider account, not the
+#: client's request; they are not passed on.
+RESPONSE_HEADERS_TO_STRIP = frozenset(
+    {"openai-organization", "openai-project", "anthropic-organization-id", "set-cookie"}
+)
+
+
+def client_key(headers: Mapping[str, str]) -> str | None:
+    """The key a client presented, from whichever header its SDK uses."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    for name in ("x-api-key", "api-key", "x-goog-api-key"):
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None

@@ -1,0 +1,294 @@
+"""The ROUTER role: one instance per client request, in the listener's filter chain.
+
+Request side: classify the endpoint, authenticate, decode the client's
+protocol, run the pipeline (which routes), and hand Envoy the canonical
+envelope plus the cluster to use. Response side: translate the winning
+attempt's answer (or Envoy's local reply) back into the client's dialect,
+chunk by chunk for streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from extproc.canonical import CanonicalError, CanonicalRequest, Envelope
+from extproc.canonical.aggregate import aggregate_events, response_events
+from extproc.codecs import Codec, get_codec
+from extproc.errors import InvalidRequest, PayloadTooLarge, ProxyError
+from extproc.pipeline import RequestContext
+from extproc.pipeline.stages.access import key_id
+from extproc.processing.actions import Action, Continue, Reply
+from extproc.processing.frontends import Endpoint, match_endpoint, protocol_for_path
+from extproc.processing.headers import (
+    CLIENT_CREDENTIAL_HEADERS,
+    CLUSTER_HEADER,
+    INTERNAL_PREFIX,
+    RESPONSE_HEADERS_TO_STRIP,
+    client_key,
+)
+from extproc.processing.translate import StreamTranslator
+
+if TYPE_CHECKING:
+    from extproc.processing.app import App
+
+log = logging.getLogger(__name__)
+
+_decoder = msgspec.json.Decoder()
+_envelope_encoder = msgspec.json.Encoder()
+
+
+class RouterProcessor:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.ctx: RequestContext | None = None
+        self.endpoint: Endpoint | None = None
+        self.codec: Codec | None = None
+        self.request: CanonicalRequest | None = None
+        # response side
+        self._status = 0
+        self._backend: Codec | None = None
+        self._retry_after: str | None = None
+        self._mode: str = "buffer"
+        self._translator: StreamTranslator | None = None
+        self._ended = False
+
+    # -- request -------------------------------------------------------------
+
+    def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
+        method = headers.get(":method", "")
+        path = headers.get(":path", "/")
+        try:
+            self.endpoint = endpoint = match_endpoint(method, path)
+            self.codec = get_codec(endpoint.protocol)
+            key = client_key(headers)
+            self.ctx = ctx = RequestContext(
+                request_id=headers.get("x-request-id", ""),
+                frontend=endpoint.protocol,
+                method=method,
+                path=path,
+                headers={
+                    k: v
+                    for k, v in headers.items()
+                    if k not in CLIENT_CREDENTIAL_HEADERS and not k.startswith(":")
+                },
+                client_key=key,
+                client_key_id=key_id(key) if key else None,
+            )
+            self.app.pipeline.request_headers(ctx, headers)
+            if endpoint.kind == "list_models":
+                return self._json_reply(200, self.app.models_body)
+            if endpoint.kind == "get_model":
+                return self._json_reply(200, self.app.model_body(endpoint.model or ""))
+            if end_of_stream:
+                raise InvalidRequest("the request has no body; send a JSON object")
+        except ProxyError as exc:
+            return self._error_reply(exc, path)
+        remove = [
+            h for h in headers if h in CLIENT_CREDENTIAL_HEADERS or h.startswith(INTERNAL_PREFIX)
+        ]
+        return Continue(remove_headers=remove)
+
+    def request_body(self, body: bytes, end_of_stream: bool) -> Action:
+        assert self.ctx is not None and self.codec is not None
+        ctx, codec = self.ctx, self.codec
+        try:
+            limit = self.app.config.limits.max_request_bytes
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            try:
+                data = _decoder.decode(body)
+            except msgspec.DecodeError:
+                raise InvalidRequest(
+                    "we could not parse the JSON body of your request; send valid JSON",
+                    code="invalid_json",
+                ) from None
+            if not isinstance(data, dict):
+                raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
+            request = codec.decode_request(data)
+            self.app.pipeline.request(ctx, request)
+        except ProxyError as exc:
+            return self._error_reply(exc, ctx.path)
+        self.request = request
+        assert ctx.route is not None
+        envelope = Envelope(request=request, model=ctx.route.model, request_id=ctx.request_id)
+        out = _envelope_encoder.encode(envelope)
+        return Continue(
+            set_headers={
+                CLUSTER_HEADER: ctx.route.cluster,
+                "content-type": "application/json",
+                "content-length": str(len(out)),
+            },
+            body=out,
+            clear_route_cache=True,
+        )
+
+    # -- response ------------------------------------------------------------
+
+    def response_headers(
+        self, headers: dict[str, str], end_of_stream: bool, host: dict[str, Any] | None
+    ) -> Action:
+        codec = self.codec or get_codec(protocol_for_path(headers.get(":path", "/")))
+        self.codec = codec
+        try:
+            self._status = int(headers.get(":status", "0"))
+        except ValueError:
+            self._status = 502
+        self._retry_after = headers.get("retry-after")
+        schema = (host or {}).get("schema")
+        self._backend = get_codec(schema) if isinstance(schema, str) else None
+        remove = [
+            h for h in headers if h in RESPONSE_HEADERS_TO_STRIP or h.startswith(INTERNAL_PREFIX)
+        ]
+        ctype = headers.get("content-type", "")
+        streaming = self._status == 200 and ctype.startswith("text/event-stream")
+        wants_stream = self.request is not None and self.request.stream
+        if streaming and wants_stream and self._backend is not None and self.ctx is not None:
+            assert self.request is not None
+            self._mode = "stream"
+            self._translator = StreamTranslator(
+                decoder=self._backend.stream_decoder(),
+                encoder=codec.stream_encoder(self.request.include_usage, self.request.model),
+                same_protocol=self._backend.name == codec.name,
+                pipeline=self.app.pipeline,
+                ctx=self.ctx,
+            )
+            return Continue(
+                set_headers={
+                    "content-type": codec.stream_content_type,
+                    "cache-control": "no-cache",
+                },
+                remove_headers=[*remove, "content-length", "content-encoding"],
+                stream_response_body=True,
+            )
+        self._mode = "sse-to-json" if streaming else "buffer"
+        if end_of_stream:
+            # No body will follow: answer errors (and empty 200s) with a body now.
+            body, extra = self._buffered(b"")
+            return Continue(
+                set_headers={**extra, "content-length": str(len(body))},
+                remove_headers=remove,
+                body=body,
+                replace=True,
+            )
+        return Continue(remove_headers=remove)
+
+    def response_body(self, body: bytes, end_of_stream: bool) -> Action:
+        if self._mode == "stream":
+            assert self._translator is not None
+            out = self._translator.feed(body)
+            if end_of_stream:
+                out += self._translator.finish()
+                self._end()
+            return Continue(body=out)
+        new, extra = self._buffered(body)
+        if new is body:
+            return Continue()
+        return Continue(set_headers={**extra, "content-length": str(len(new))}, body=new)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _buffered(self, body: bytes) -> tuple[bytes, dict[str, str]]:
+        """A complete answer: translate it; return the body and headers to set."""
+        self._end()
+        codec = self.codec
+        assert codec is not None
+        json_headers = {"content-type": "application/json"}
+        if self._status >= 400 or self._status < 200:
+            return codec.encode_error(self._error_from_upstream(body)), json_headers
+        backend = self._backend
+        if backend is None or self.request is None or self.ctx is None:
+            error = CanonicalError(502, "the proxy received an answer it cannot attribute")
+            return codec.encode_error(error), json_headers
+        try:
+            if self._mode == "sse-to-json":
+                decoder = backend.stream_decoder()
+                events = [e for _, evs in decoder.feed(body) + decoder.finish() for e in evs]
+                response = aggregate_events(events)
+                same = False
+            else:
+                response = backend.decode_response(body)
+                same = backend.name == codec.name
+        except ValueError as exc:
+            log.warning("request %s: undecodable provider answer: %s", self.ctx.request_id, exc)
+            error = CanonicalError(502, f"the provider sent an invalid answer: {exc}")
+            return codec.encode_error(error), json_headers
+        final = self.app.pipeline.response(self.ctx, response)
+        if self.request.stream:
+            # The client asked for a stream but the provider answered at once.
+            encoder = codec.stream_encoder(self.request.include_usage, self.request.model)
+            out = encoder.encode(response_events(final)) + encoder.finish()
+            return out, {"content-type": codec.stream_content_type}
+        if same and final is response:
+            return body, {}
+        return codec.encode_response(final, self.request.model), json_headers
+
+    def _error_from_upstream(self, body: bytes) -> CanonicalError:
+        if self._backend is not None:
+            return self._backend.decode_error(self._status, body, self._retry_after)
+        return local_reply_error(self._status, body, self._retry_after)
+
+    def _error_reply(self, exc: ProxyError, path: str) -> Reply:
+        codec = self.codec or get_codec(protocol_for_path(path))
+        error = CanonicalError(
+            status=exc.status,
+            message=exc.message,
+            type=exc.error_type,
+            code=exc.code,
+            param=exc.param,
+        )
+        self._end()
+        return Reply(
+            status=exc.status,
+            body=codec.encode_error(error),
+            headers={"content-type": "application/json", **exc.headers},
+            details=f"llm_proxy_{exc.code}",
+        )
+
+    def _json_reply(self, status: int, body: bytes) -> Reply:
+        self._end()
+        return Reply(status=status, body=body, headers={"content-type": "application/json"})
+
+    def _end(self) -> None:
+        if not self._ended and self.ctx is not None:
+            self._ended = True
+            self.app.pipeline.end(self.ctx)
+
+    def close(self) -> None:
+        """The gRPC stream ended (normally or not)."""
+        self._end()
+
+
+_LOCAL_REPLIES = {
+    "no healthy upstream": (
+        "no backend is available for this model: every target is failing or unhealthy"
+    ),
+    "upstream request timeout": "the backend did not answer in time",
+}
+
+
+def local_reply_error(status: int, body: bytes, retry_after: str | None) -> CanonicalError:
+    """An Envoy local reply (no upstream host answered) as a canonical error."""
+    text = body.decode("utf-8", "replace").strip()
+    message = _LOCAL_REPLIES.get(text)
+    if message is None:
+        if text.startswith("upstream connect error"):
+            message = f"the backend could not be reached ({text})"
+        elif status == 413:
+            message = "the request body is larger than the proxy accepts"
+        else:
+            message = text or f"the proxy answered HTTP {status}"
+    kinds = {
+        400: ("invalid_request_error", "invalid_request"),
+        404: ("invalid_request_error", "not_found"),
+        413: ("invalid_request_error", "request_too_large"),
+        429: ("rate_limit_error", "rate_limit_exceeded"),
+        503: ("service_unavailable", "no_backend_available"),
+        504: ("timeout_error", "upstream_timeout"),
+    }
+    kind, code = kinds.get(status, ("api_error", "proxy_error"))
+    return CanonicalError(
+        status=status, message=message, type=kind, code=code, retry_after=retry_after
+    )

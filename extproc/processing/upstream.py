@@ -1,0 +1,90 @@
+"""The UPSTREAM role: one instance per attempt, in the pool cluster's filters.
+
+Envoy has already chosen the host. This role reads the host's metadata
+(which backend instance, and in pools which model), encodes the canonical
+envelope for that backend's wire schema, and sets the path and the provider
+credential. Nothing is shared with the ROUTER role except the envelope
+that travels through Envoy, so every retry re-encodes from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from extproc.canonical import CanonicalError, Envelope
+from extproc.processing.actions import Action, Continue, Reply
+from extproc.processing.headers import CLIENT_CREDENTIAL_HEADERS, INTERNAL_PREFIX
+from extproc.routing import apply_params
+
+if TYPE_CHECKING:
+    from extproc.processing.app import App, BackendRuntime
+
+log = logging.getLogger(__name__)
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+class UpstreamProcessor:
+    def __init__(self, app: App, host: dict[str, Any]) -> None:
+        self.app = app
+        self.host = host
+        instance = host.get("instance")
+        self.backend: BackendRuntime | None = (
+            app.backends.get(instance) if isinstance(instance, str) else None
+        )
+
+    def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
+        if self.backend is None:
+            return self._fail(f"no backend instance {self.host.get('instance')!r} in this config")
+        remove = [
+            h
+            for h in headers
+            if h in CLIENT_CREDENTIAL_HEADERS
+            or h.startswith(INTERNAL_PREFIX)
+            or h == "accept-encoding"
+        ]
+        return Continue(remove_headers=remove)
+
+    def request_body(self, body: bytes, end_of_stream: bool) -> Action:
+        backend = self.backend
+        if backend is None:
+            return self._fail("no backend for this endpoint")
+        try:
+            envelope = _envelope_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            return self._fail(f"the canonical request did not decode: {exc}")
+        request = envelope.request
+        model = self.host.get("model") or envelope.model or request.model
+        params = self.host.get("params")
+        try:
+            if params:
+                apply_params(request, msgspec.json.decode(params))
+            path, out = backend.codec.encode_request(
+                request, str(model), max_tokens_field=backend.max_tokens_field
+            )
+        except Exception as exc:  # a bug or bad pool params: fail this attempt clearly
+            log.exception(
+                "request %s: encoding for %s failed", envelope.request_id, backend.instance
+            )
+            return self._fail(f"the request could not be encoded for {backend.instance}: {exc}")
+        set_headers = {
+            ":path": backend.base_path + path,
+            "content-type": "application/json",
+            "content-length": str(len(out)),
+            "accept-encoding": "identity",
+            **backend.headers,
+        }
+        return Continue(set_headers=set_headers, body=out)
+
+    def _fail(self, message: str) -> Reply:
+        """Answer this attempt with a 500 in the backend's own error dialect."""
+        log.error("upstream role: %s (host %s)", message, self.host)
+        error = CanonicalError(500, f"proxy configuration error: {message}", code="proxy_config")
+        if self.backend is not None:
+            body = self.backend.codec.encode_error(error)
+        else:
+            body = msgspec.json.encode({"error": {"message": error.message, "type": "api_error"}})
+        return Reply(status=500, body=body, headers={"content-type": "application/json"})

@@ -1,0 +1,169 @@
+"""The gRPC ext_proc servicer: it only dispatches.
+
+Each ``Process`` stream is one HTTP request seen by one role. The first
+message tells the roles apart: only the UPSTREAM role's filter is configured
+with ``request_attributes`` (the chosen host's metadata). Messages become
+calls on a per-stream processor; its plain actions become protobuf replies.
+This is the only module that imports the generated protobuf code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, text_format
+
+from extproc._pb.envoy.config.core.v3 import base_pb2
+from extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from extproc.processing import Action, App, Continue, Reply
+from extproc.processing.router import RouterProcessor
+from extproc.processing.upstream import UpstreamProcessor
+
+log = logging.getLogger(__name__)
+
+FILTER_NAME = "envoy.filters.http.ext_proc"
+HOST_METADATA = "xds.upstream_host_metadata"
+METADATA_NAMESPACE = "llm"
+#: Bodies at least this large are processed off the event loop.
+OFFLOAD_BYTES = 256 * 1024
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
+
+
+def headers_dict(header_map: Any) -> dict[str, str]:
+    """Envoy's header map as a dict (values arrive in ``raw_value``)."""
+    out: dict[str, str] = {}
+    for header in header_map.headers:
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        key = header.key
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_host_metadata(text: str) -> dict[str, Any] | None:
+    metadata = base_pb2.Metadata()
+    try:
+        text_format.Parse(text, metadata)
+    except text_format.ParseError:
+        log.error("cannot parse upstream host metadata: %r", text[:200])
+        return None
+    if METADATA_NAMESPACE not in metadata.filter_metadata:
+        return None
+    return json_format.MessageToDict(metadata.filter_metadata[METADATA_NAMESPACE])
+
+
+def host_metadata(request: Any) -> dict[str, Any] | None:
+    """The chosen upstream host's ``llm`` metadata, if Envoy sent it."""
+    attrs = request.attributes.get(FILTER_NAME)
+    if attrs is None or HOST_METADATA not in attrs.fields:
+        return None
+    value = attrs.fields[HOST_METADATA]
+    if value.HasField("string_value") and value.string_value:
+        return _parse_host_metadata(value.string_value)
+    if value.HasField("struct_value"):
+        nested = json_format.MessageToDict(value.struct_value)
+        filter_metadata = nested.get("filter_metadata", nested)
+        found = filter_metadata.get(METADATA_NAMESPACE)
+        return found if isinstance(found, dict) else None
+    return None
+
+
+def _mutation(target: Any, set_headers: dict[str, str], remove: list[str]) -> None:
+    for key, value in set_headers.items():
+        option = target.set_headers.add()
+        option.header.key = key
+        option.header.raw_value = value.encode()
+        option.append_action = _OVERWRITE
+    if remove:
+        target.remove_headers.extend(remove)
+
+
+def to_response(kind: str, action: Action) -> Any:
+    """A processor action as the ``ProcessingResponse`` for message ``kind``."""
+    response = pb.ProcessingResponse()
+    if isinstance(action, Reply):
+        immediate = response.immediate_response
+        immediate.status.code = action.status  # type: ignore[assignment]
+        immediate.body = action.body
+        immediate.details = action.details or "llm_proxy"
+        _mutation(immediate.headers, action.headers, [])
+        return response
+    assert isinstance(action, Continue)
+    if kind.endswith("_trailers"):
+        getattr(response, kind).SetInParent()
+        return response
+    common = getattr(response, kind).response
+    if action.set_headers or action.remove_headers:
+        _mutation(common.header_mutation, action.set_headers, action.remove_headers)
+    if action.body is not None:
+        common.body_mutation.body = action.body
+        if action.replace:
+            common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
+    elif not (action.set_headers or action.remove_headers):
+        getattr(response, kind).SetInParent()
+    if action.clear_route_cache:
+        common.clear_route_cache = True
+    if action.stream_response_body:
+        response.mode_override.response_body_mode = _STREAMED
+    if action.dynamic_metadata:
+        response.dynamic_metadata.update(action.dynamic_metadata)
+    return response
+
+
+Processor = RouterProcessor | UpstreamProcessor
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def Process(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        processor: Processor | None = None
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("request")
+                if processor is None:
+                    host = host_metadata(request)
+                    processor = self.app.upstream(host) if host is not None else self.app.router()
+                action = await self._dispatch(processor, kind, request)
+                yield to_response(kind, action)
+        finally:
+            if isinstance(processor, RouterProcessor):
+                processor.close()
+
+    async def _dispatch(self, processor: Processor, kind: str, request: Any) -> Action:
+        if kind == "request_headers":
+            message = request.request_headers
+            return processor.request_headers(headers_dict(message.headers), message.end_of_stream)
+        if kind == "request_body":
+            body = request.request_body
+            return await _maybe_offload(processor.request_body, body.body, body.end_of_stream)
+        if isinstance(processor, RouterProcessor):
+            if kind == "response_headers":
+                message = request.response_headers
+                return processor.response_headers(
+                    headers_dict(message.headers), message.end_of_stream, host_metadata(request)
+                )
+            if kind == "response_body":
+                body = request.response_body
+                return await _maybe_offload(processor.response_body, body.body, body.end_of_stream)
+        # Trailers and anything unexpected: let it pass unchanged.
+        log.debug("ext_proc: passing %s through unchanged", kind)
+        return Continue()
+
+
+async def _maybe_offload(fn: Callable[[bytes, bool], Action], body: bytes, eos: bool) -> Action:
+    if len(body) >= OFFLOAD_BYTES:
+        return await asyncio.to_thread(fn, body, eos)
+    return fn(body, eos)

@@ -1,0 +1,76 @@
+"""Fixtures for end-to-end tests: real Envoy + extproc, fake providers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.harness import PROVIDER_KEY, ProxyProcess, fast_health, proxy_config, running_proxy
+
+
+def _fake(name: str) -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(name=name, expected_api_key=f"{PROVIDER_KEY}-{name}")
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_a() -> Iterator[FakeOpenAI]:
+    yield from _fake("alpha")
+
+
+@pytest.fixture(scope="module")
+def fake_b() -> Iterator[FakeOpenAI]:
+    yield from _fake("beta")
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    for name in ("fake_a", "fake_b"):
+        if name in request.fixturenames:
+            fake: FakeOpenAI = request.getfixturevalue(name)
+            fake.clear_faults()
+            fake.clear_responses()
+            fake.clear_requests()
+
+
+def two_backends(fake_a: FakeOpenAI, fake_b: FakeOpenAI, **top: object) -> dict[str, object]:
+    """The standard e2e config: two OpenAI-compatible accounts and a failover pool."""
+    backends = {
+        "openai": {
+            "type": "openai",
+            "base_url": fake_a.base_url,
+            "api_key": f"{PROVIDER_KEY}-alpha",
+            "models": ["gpt-4o-mini", "gpt-4o"],
+            **fast_health(),
+        },
+        "openai.1": {
+            "type": "openai",
+            "base_url": fake_b.base_url,
+            "api_key": f"{PROVIDER_KEY}-beta",
+            **fast_health(),
+        },
+    }
+    config = proxy_config(
+        backends,
+        models={"smart": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o-mini"]}},
+        default_backend="openai:gpt-4o-mini",
+    )
+    config.update(top)
+    return config
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> Iterator[ProxyProcess]:
+    tmp: Path = tmp_path_factory.mktemp("proxy")
+    with running_proxy(tmp, two_backends(fake_a, fake_b)) as running:
+        yield running

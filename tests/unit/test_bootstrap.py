@@ -1,0 +1,180 @@
+"""The generated Envoy bootstrap: its shape, and real Envoy accepting it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extproc.config import build_config
+from extproc.envoy_config import build_bootstrap, render
+from tests.harness import envoy_binary
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "empty": {},
+    "local-pool": {
+        "backends": {
+            "openai": {"base_url": "http://127.0.0.1:9001/v1", "api_key": "sk-fake-a"},
+            "openai.1": {"base_url": "http://127.0.0.1:9002/v1", "api_key": "sk-fake-b"},
+        },
+        "models": {"smart": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o-mini"]}},
+    },
+    "mixed-tls": {
+        "backends": {
+            "openai": {"api_key": "sk-fake-a"},
+            "local": {"type": "openai-compatible", "base_url": "http://localhost:8080/v1"},
+            "corp.1": {
+                "type": "openai-compatible",
+                "base_url": "https://llm.corp.example:8443/api/v1",
+                "tls": {"sni": "gateway.corp.example"},
+            },
+            "corp.2": {
+                "type": "openai-compatible",
+                "base_url": "https://llm2.corp.example/api/v1",
+                "health_check": {"enabled": False},
+                "outlier_detection": {"enabled": False},
+            },
+        },
+        "models": {"any": {"failover": ["openai:gpt-4o", "local:llama", "corp.1:llama"]}},
+        "retry": {"retry_on_429": False, "pool_retries": 5},
+        "envoy": {"access_log": True},
+        "limits": {"max_request_bytes": "1MiB"},
+        "timeouts": {"request": "600s", "stream_idle": "120s"},
+    },
+}
+
+
+def bootstrap(name: str) -> dict[str, Any]:
+    return build_bootstrap(build_config(CONFIGS[name]), ca_file="/etc/ssl/certs/ca.pem")
+
+
+def clusters(boot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in boot["static_resources"]["clusters"]}
+
+
+def hcm(boot: dict[str, Any]) -> dict[str, Any]:
+    listener = boot["static_resources"]["listeners"][0]
+    typed: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return typed
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_envoy_validates_generated_bootstrap(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "envoy.yaml"
+    boot = bootstrap(name)
+    # Envoy opens CA files while validating: point them at a real bundle.
+    from extproc.envoy_config import default_ca_file
+
+    text = render(boot).replace("/etc/ssl/certs/ca.pem", default_ca_file())
+    path.write_text(text)
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pool_cluster_priorities_metadata_and_upstream_filter() -> None:
+    pool = clusters(bootstrap("local-pool"))["pool/smart"]
+    endpoints = pool["load_assignment"]["endpoints"]
+    assert [e["priority"] for e in endpoints] == [0, 1]
+    first = endpoints[0]["lb_endpoints"][0]
+    assert first["metadata"]["filter_metadata"]["llm"] == {
+        "instance": "openai",
+        "schema": "openai-chat",
+        "model": "gpt-4o",
+    }
+    assert first["endpoint"]["hostname"] == "127.0.0.1:9001"
+    assert pool["type"] == "STATIC"
+    assert pool["health_checks"][0]["http_health_check"]["path"] == "/v1/models"
+    assert pool["health_checks"][0]["http_health_check"]["expected_statuses"] == [
+        {"start": 200, "end": 500}
+    ]
+    assert pool["outlier_detection"]["max_ejection_percent"] == 100
+    options = pool["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    ext_proc, codec = options["http_filters"]
+    assert ext_proc["typed_config"]["request_attributes"] == ["xds.upstream_host_metadata"]
+    assert ext_proc["typed_config"]["failure_mode_allow"] is False
+    assert codec["name"] == "envoy.filters.http.upstream_codec"
+
+
+def test_no_secret_in_bootstrap() -> None:
+    for name in CONFIGS:
+        text = render(bootstrap(name))
+        assert "sk-fake" not in text
+
+
+def test_routes_retries_and_timeouts() -> None:
+    manager = hcm(bootstrap("local-pool"))
+    routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
+    pool = routes["pool/smart"]
+    assert pool["match"]["headers"] == [
+        {"name": "x-llm-cluster", "string_match": {"exact": "pool/smart"}}
+    ]
+    action = pool["route"]
+    assert action["timeout"] == "0s"  # not Envoy's 15 s default
+    assert action["idle_timeout"] == "300s"
+    policy = action["retry_policy"]
+    assert policy["retry_on"] == "connect-failure,refused-stream,reset,5xx,retriable-status-codes"
+    assert policy["retriable_status_codes"] == [429]
+    assert policy["num_retries"] == 1
+    assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
+    single = routes["instance/openai"]["route"]["retry_policy"]
+    assert single == {"retry_on": "connect-failure,refused-stream", "num_retries": 1}
+    assert manager["route_config"]["request_headers_to_remove"] == ["x-llm-cluster"]
+    assert routes["unrouted"]["direct_response"]["status"] == 404
+
+
+def test_router_ext_proc_settings() -> None:
+    boot = bootstrap("local-pool")
+    router = hcm(boot)["http_filters"][0]["typed_config"]
+    assert router["failure_mode_allow"] is False
+    assert router["allow_mode_override"] is True
+    assert router["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert router["message_timeout"] == "10s"
+    assert router["response_attributes"] == ["xds.upstream_host_metadata"]
+    listener = boot["static_resources"]["listeners"][0]
+    assert listener["per_connection_buffer_limit_bytes"] == 32 * 1024 * 1024
+    assert listener["address"]["socket_address"]["address"] == "127.0.0.1"
+    extproc = clusters(boot)["extproc"]
+    grpc_limit = router["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
+    assert grpc_limit > 2 * 32 * 1024 * 1024
+    assert extproc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"
+    ]["socket_address"]["port_value"] == 50051
+
+
+def test_tls_per_instance_with_sni_and_mixed_plain_http() -> None:
+    boot = bootstrap("mixed-tls")
+    pool = clusters(boot)["pool/any"]
+    assert pool["type"] == "STRICT_DNS"
+    matches = {m["name"]: m for m in pool["transport_socket_matches"]}
+    assert set(matches) == {"tls/openai", "tls/corp.1"}
+    corp = matches["tls/corp.1"]["transport_socket"]["typed_config"]
+    assert corp["sni"] == "gateway.corp.example"
+    openai_tls = matches["tls/openai"]["transport_socket"]["typed_config"]
+    assert openai_tls["sni"] == "api.openai.com"
+    validation = openai_tls["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca.pem"}
+    by_instance = {
+        e["metadata"]["filter_metadata"]["llm"]["instance"]: e
+        for p in pool["load_assignment"]["endpoints"]
+        for e in p["lb_endpoints"]
+    }
+    assert "envoy.transport_socket_match" not in by_instance["local"]["metadata"]["filter_metadata"]
+    assert by_instance["corp.1"]["endpoint"]["hostname"] == "llm.corp.example:8443"
+    # Base paths differ inside the pool: a liveness check on "/" instead.
+    assert pool["health_checks"][0]["http_health_check"]["path"] == "/"
+    corp2 = clusters(boot)["instance/corp.2"]
+    assert "health_checks" not in corp2 and "outlier_detection" not in corp2
+    routes = {r["name"]: r for r in hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]}
+    policy = routes["pool/any"]["route"]["retry_policy"]
+    assert "retriable-status-codes" not in policy["retry_on"]
+    assert policy["num_retries"] == 5
+    assert hcm(boot)["access_log"][0]["name"] == "envoy.access_loggers.stdout"

@@ -1,0 +1,271 @@
+"""Both roles' processors, driven directly (no gRPC, no Envoy)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+
+from extproc.canonical import Envelope
+from extproc.config import build_config
+from extproc.processing import App, Continue, Reply
+from extproc.processing.router import RouterProcessor
+
+CONFIG = {
+    "backends": {
+        "openai": {
+            "base_url": "http://127.0.0.1:9001/v1",
+            "api_key": "sk-fake-provider-a",
+            "models": ["gpt-4o"],
+            "headers": {"OpenAI-Organization": "org-fake"},
+        },
+        "openai.1": {"base_url": "http://127.0.0.1:9002/api/v1", "api_key": "sk-fake-provider-b"},
+    },
+    "models": {"smart": {"failover": ["openai:gpt-4o", "openai.1:mini?temperature=0.2"]}},
+    "default_backend": "openai:gpt-4o-mini",
+}
+HEADERS = {
+    ":method": "POST",
+    ":path": "/v1/chat/completions",
+    "authorization": "Bearer sk-fake-client",
+    "x-llm-cluster": "instance/openai.1",
+    "content-type": "application/json",
+    "x-request-id": "req-1",
+}
+HOST_A = {"instance": "openai", "schema": "openai-chat"}
+
+
+@pytest.fixture(scope="module")
+def app() -> App:
+    return App(build_config(CONFIG))
+
+
+def body(**fields: Any) -> bytes:
+    data = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **fields}
+    return json.dumps(data).encode()
+
+
+def routed(app: App, payload: bytes, headers: dict[str, str] = HEADERS) -> tuple[RouterProcessor, Continue]:
+    router = app.router()
+    first = router.request_headers(dict(headers), False)
+    assert isinstance(first, Continue)
+    action = router.request_body(payload, True)
+    assert isinstance(action, Continue), action
+    return router, action
+
+
+def error_of(action: Any) -> dict[str, Any]:
+    assert isinstance(action, Reply)
+    error: dict[str, Any] = json.loads(action.body)["error"]
+    return error
+
+
+def test_request_headers_strip_credentials_and_internal_headers(app: App) -> None:
+    action = app.router().request_headers(dict(HEADERS), False)
+    assert isinstance(action, Continue)
+    assert set(action.remove_headers) == {"authorization", "x-llm-cluster"}
+
+
+def test_unknown_path_wrong_method_and_models(app: App) -> None:
+    reply = app.router().request_headers({":method": "GET", ":path": "/nope"}, True)
+    assert isinstance(reply, Reply) and reply.status == 404
+    assert error_of(reply)["code"] == "unknown_url"
+    reply = app.router().request_headers({":method": "PUT", ":path": "/v1/chat/completions"}, False)
+    assert isinstance(reply, Reply) and reply.status == 405 and reply.headers["allow"] == "POST"
+    reply = app.router().request_headers({":method": "GET", ":path": "/v1/models?x=1"}, True)
+    assert isinstance(reply, Reply) and reply.status == 200
+    ids = [m["id"] for m in json.loads(reply.body)["data"]]
+    assert ids == ["smart", "gpt-4o", "openai:gpt-4o", "gpt-4o-mini"]
+    reply = app.router().request_headers({":method": "POST", ":path": "/v1/chat/completions"}, True)
+    assert isinstance(reply, Reply) and reply.status == 400
+
+
+def test_request_body_becomes_envelope_with_cluster(app: App) -> None:
+    _, action = routed(app, body(model="openai.1:gpt-4o?max_tokens=9"))
+    assert action.set_headers["x-llm-cluster"] == "instance/openai.1"
+    assert action.clear_route_cache
+    assert action.body is not None
+    assert action.set_headers["content-length"] == str(len(action.body))
+    envelope = msgspec.json.decode(action.body, type=Envelope)
+    assert envelope.model == "gpt-4o" and envelope.request_id == "req-1"
+    assert envelope.request.max_output_tokens == 9
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        (b"{", 400, "invalid_json"),
+        (b'"text"', 400, "invalid_json"),
+        (body(model=""), 400, "invalid_model"),
+        (body(model="ghost:x"), 404, "backend_not_found"),
+    ],
+)
+def test_request_body_errors(app: App, payload: bytes, status: int, code: str) -> None:
+    router = app.router()
+    router.request_headers(dict(HEADERS), False)
+    reply = router.request_body(payload, True)
+    assert isinstance(reply, Reply) and reply.status == status
+    assert error_of(reply)["code"] == code
+
+
+def upstream_request(app: App, host: dict[str, Any], payload: bytes) -> Continue:
+    _, routed_action = routed(app, payload)
+    assert routed_action.body is not None
+    upstream = app.upstream(host)
+    headers_action = upstream.request_headers(
+        {":path": "/v1/chat/completions", "accept-encoding": "gzip", "x-llm-cluster": "x"}, False
+    )
+    assert isinstance(headers_action, Continue)
+    assert set(headers_action.remove_headers) == {"accept-encoding", "x-llm-cluster"}
+    action = upstream.request_body(routed_action.body, True)
+    assert isinstance(action, Continue)
+    return action
+
+
+def test_upstream_sets_path_key_and_body(app: App) -> None:
+    action = upstream_request(app, HOST_A, body())
+    headers = action.set_headers
+    assert headers[":path"] == "/v1/chat/completions"
+    assert headers["authorization"] == "Bearer sk-fake-provider-a"
+    assert headers["openai-organization"] == "org-fake"
+    assert action.body is not None and headers["content-length"] == str(len(action.body))
+    assert json.loads(action.body) == json.loads(body())
+
+
+def test_upstream_pool_endpoint_model_and_params(app: App) -> None:
+    host = {"instance": "openai.1", "schema": "openai-chat", "model": "mini", "params": '{"temperature": 0.2}'}
+    action = upstream_request(app, host, body(model="smart", temperature=1.5))
+    assert action.set_headers[":path"] == "/api/v1/chat/completions"
+    assert action.set_headers["authorization"] == "Bearer sk-fake-provider-b"
+    assert action.body is not None
+    sent = json.loads(action.body)
+    assert sent["model"] == "mini" and sent["temperature"] == 0.2
+
+
+def test_upstream_unknown_instance_fails_the_attempt(app: App) -> None:
+    reply = app.upstream({"instance": "gone", "schema": "openai-chat"}).request_headers({}, False)
+    assert isinstance(reply, Reply) and reply.status == 500
+    assert "sk-fake" not in reply.body.decode()
+
+
+SSE_OK = b"".join(
+    b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    for chunk in [
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+         "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+         "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
+    ]
+) + b"data: [DONE]\n\n"
+
+
+def streamed(app: App, include_usage: bool, chunks: list[bytes]) -> bytes:
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    router, _ = routed(app, body(stream=True, **options))
+    action = router.response_headers(
+        {":status": "200", "content-type": "text/event-stream", "content-length": "9"}, False, HOST_A
+    )
+    assert isinstance(action, Continue) and action.stream_response_body
+    assert "content-length" in action.remove_headers
+    out = b""
+    for i, chunk in enumerate(chunks):
+        step = router.response_body(chunk, i == len(chunks) - 1)
+        assert isinstance(step, Continue)
+        out += step.body or b""
+    return out
+
+
+def test_stream_passes_through_byte_for_byte_with_usage(app: App) -> None:
+    pieces = [SSE_OK[i : i + 7] for i in range(0, len(SSE_OK), 7)]
+    assert streamed(app, True, pieces) == SSE_OK
+
+
+def test_stream_hides_usage_the_client_did_not_ask_for(app: App) -> None:
+    out = streamed(app, False, [SSE_OK])
+    assert b'"usage"' not in out
+    assert out.endswith(b"data: [DONE]\n\n")
+    assert out == SSE_OK.replace(SSE_OK.split(b"\n\n")[3] + b"\n\n", b"")
+
+
+def test_truncated_stream_ends_with_an_error_event(app: App) -> None:
+    cut = SSE_OK.split(b"\n\n")[1] + b"\n\n"
+    out = streamed(app, False, [cut, b""])
+    assert out.endswith(b"\n\n")
+    last = json.loads(out.strip().split(b"\n\n")[-1][len(b"data: ") :])
+    assert last["error"]["code"] == "upstream_stream_truncated"
+
+
+def test_buffered_answer_same_protocol_is_untouched(app: App) -> None:
+    router, _ = routed(app, body())
+    router.response_headers({":status": "200", "content-type": "application/json"}, False, HOST_A)
+    answer = json.dumps(
+        {"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                      "finish_reason": "stop", "logprobs": {"content": []}}],
+         "system_fingerprint": "fp_fake"}
+    ).encode()
+    action = router.response_body(answer, True)
+    assert isinstance(action, Continue) and action.body is None and not action.set_headers
+
+
+def test_provider_error_is_normalised(app: App) -> None:
+    router, _ = routed(app, body())
+    router.response_headers({":status": "502", "content-type": "text/html"}, False, HOST_A)
+    action = router.response_body(b"<html>bad gateway</html>", True)
+    assert isinstance(action, Continue) and action.body is not None
+    error = json.loads(action.body)["error"]
+    assert error["type"] == "api_error" and "bad gateway" in error["message"]
+    assert action.set_headers["content-type"] == "application/json"
+    assert action.set_headers["content-length"] == str(len(action.body))
+
+
+def test_local_reply_becomes_openai_error(app: App) -> None:
+    router, _ = routed(app, body())
+    router.response_headers({":status": "503", "content-type": "text/plain"}, False, None)
+    action = router.response_body(b"no healthy upstream", True)
+    assert isinstance(action, Continue) and action.body is not None
+    error = json.loads(action.body)["error"]
+    assert error["code"] == "no_backend_available"
+    assert "unhealthy" in error["message"]
+
+
+def test_headers_only_error_gets_a_body(app: App) -> None:
+    router, _ = routed(app, body())
+    action = router.response_headers({":status": "504"}, True, None)
+    assert isinstance(action, Continue) and action.replace and action.body is not None
+    assert json.loads(action.body)["error"]["code"] == "upstream_timeout"
+
+
+def test_json_answer_to_a_streaming_client_is_streamed(app: App) -> None:
+    router, _ = routed(app, body(stream=True))
+    router.response_headers({":status": "200", "content-type": "application/json"}, False, HOST_A)
+    answer = json.dumps(
+        {"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+    ).encode()
+    action = router.response_body(answer, True)
+    assert isinstance(action, Continue) and action.body is not None
+    assert action.set_headers["content-type"] == "text/event-stream"
+    events = action.body.decode().strip().split("\n\n")
+    assert events[-1] == "data: [DONE]"
+    text = "".join(
+        json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:-1]
+    )
+    assert text == "ok"
+
+
+def test_sse_answer_to_a_buffered_client_is_aggregated(app: App) -> None:
+    router, _ = routed(app, body())
+    router.response_headers({":status": "200", "content-type": "text/event-stream"}, False, HOST_A)
+    action = router.response_body(SSE_OK, True)
+    assert isinstance(action, Continue) and action.body is not None
+    answer = json.loads(action.body)
+    assert answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"]["content"] == "Hi"
+    assert answer["usage"]["total_tokens"] == 4
