@@ -77,13 +77,25 @@ def default_ca_file() -> str:
     return str(certifi.where())
 
 
-def build_bootstrap(config: Config, *, ca_file: str | None = None) -> dict[str, Any]:
-    """The whole Envoy bootstrap for ``config`` as plain data."""
+def build_bootstrap(
+    config: Config, *, ca_file: str | None = None, baseline_cluster: str | None = None
+) -> dict[str, Any]:
+    """The whole Envoy bootstrap for ``config`` as plain data.
+
+    ``baseline_cluster`` builds the benchmark's "Envoy alone" variant: the
+    same listener and clusters without any ext_proc filter, every request
+    routed statically to that cluster.
+    """
     plans = plan_clusters(config)
+    if baseline_cluster is not None and baseline_cluster not in plans:
+        raise ValueError(f"no cluster {baseline_cluster!r} in the plan")
     grpc_limit = max(config.limits.max_request_bytes, config.limits.max_response_bytes) * 2
     grpc_limit += _BUFFER_SLACK
-    clusters = [_extproc_cluster(config, grpc_limit)]
-    clusters += [_llm_cluster(config, plan, ca_file, grpc_limit) for plan in plans.values()]
+    with_ext_proc = baseline_cluster is None
+    clusters = [_extproc_cluster(config, grpc_limit)] if with_ext_proc else []
+    clusters += [
+        _llm_cluster(config, plan, ca_file, grpc_limit, with_ext_proc) for plan in plans.values()
+    ]
     return {
         "node": {"id": "llm-proxy", "cluster": "llm-proxy"},
         "admin": {"address": _address("127.0.0.1", config.admin_port)},
@@ -99,7 +111,7 @@ def build_bootstrap(config: Config, *, ca_file: str | None = None) -> dict[str, 
             ]
         },
         "static_resources": {
-            "listeners": [_listener(config, plans, grpc_limit)],
+            "listeners": [_listener(config, plans, grpc_limit, baseline_cluster)],
             "clusters": clusters,
         },
     }
@@ -270,15 +282,25 @@ def _access_log() -> list[dict[str, Any]]:
     ]
 
 
-def _listener(config: Config, plans: dict[str, ClusterPlan], grpc_limit: int) -> dict[str, Any]:
-    routes = [_route(config, plan) for plan in plans.values()]
-    routes.append(
-        {
-            "name": "unrouted",
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 404, "body": {"inline_string": "no route"}},
-        }
-    )
+def _listener(
+    config: Config, plans: dict[str, ClusterPlan], grpc_limit: int, baseline: str | None
+) -> dict[str, Any]:
+    if baseline is not None:
+        static = _route(config, plans[baseline])
+        del static["match"]["headers"]
+        routes = [static]
+    else:
+        routes = [_route(config, plan) for plan in plans.values()]
+        routes.append(
+            {
+                "name": "unrouted",
+                "match": {"prefix": "/"},
+                "direct_response": {"status": 404, "body": {"inline_string": "no route"}},
+            }
+        )
+    filters = [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}]
+    if baseline is None:
+        filters.insert(0, _router_ext_proc(config, grpc_limit))
     hcm: dict[str, Any] = {
         "@type": _HCM,
         "stat_prefix": "llm",
@@ -295,12 +317,10 @@ def _listener(config: Config, plans: dict[str, ClusterPlan], grpc_limit: int) ->
             "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
             "request_headers_to_remove": [CLUSTER_HEADER],
         },
-        "http_filters": [
-            _router_ext_proc(config, grpc_limit),
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
-        ],
-        "local_reply_config": _local_reply_config(),
+        "http_filters": filters,
     }
+    if baseline is None:
+        hcm["local_reply_config"] = _local_reply_config()
     if config.envoy.access_log:
         hcm["access_log"] = _access_log()
     return {
@@ -458,7 +478,11 @@ def _outlier_detection(config: Config, plan: ClusterPlan) -> dict[str, Any] | No
 
 
 def _llm_cluster(
-    config: Config, plan: ClusterPlan, ca_file: str | None, grpc_limit: int
+    config: Config,
+    plan: ClusterPlan,
+    ca_file: str | None,
+    grpc_limit: int,
+    with_ext_proc: bool = True,
 ) -> dict[str, Any]:
     by_priority: dict[int, list[dict[str, Any]]] = {}
     for endpoint in plan.endpoints:
@@ -496,7 +520,7 @@ def _llm_cluster(
                 "explicit_http_config": {"http_protocol_options": {}},
                 "common_http_protocol_options": {"idle_timeout": "60s"},
                 "http_filters": [
-                    _upstream_ext_proc(config, grpc_limit),
+                    *([_upstream_ext_proc(config, grpc_limit)] if with_ext_proc else []),
                     {
                         "name": "envoy.filters.http.upstream_codec",
                         "typed_config": {"@type": _UPSTREAM_CODEC},

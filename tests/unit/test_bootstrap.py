@@ -145,9 +145,12 @@ def test_router_ext_proc_settings() -> None:
     extproc = clusters(boot)["extproc"]
     grpc_limit = router["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
     assert grpc_limit > 2 * 32 * 1024 * 1024
-    assert extproc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
-        "address"
-    ]["socket_address"]["port_value"] == 50051
+    assert (
+        extproc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+            "socket_address"
+        ]["port_value"]
+        == 50051
+    )
 
 
 def test_tls_per_instance_with_sni_and_mixed_plain_http() -> None:
@@ -178,3 +181,28 @@ def test_tls_per_instance_with_sni_and_mixed_plain_http() -> None:
     assert "retriable-status-codes" not in policy["retry_on"]
     assert policy["num_retries"] == 5
     assert hcm(boot)["access_log"][0]["name"] == "envoy.access_loggers.stdout"
+
+
+def test_baseline_variant_has_no_ext_proc(tmp_path: Path) -> None:
+    from extproc.envoy_config import default_ca_file
+
+    config = build_config(CONFIGS["local-pool"])
+    boot = build_bootstrap(config, baseline_cluster="instance/openai")
+    text = render(boot)
+    assert "ext_proc" not in text and "extproc" not in text
+    routes = hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["route"]["cluster"] for r in routes] == ["instance/openai"]
+    assert routes[0]["match"] == {"prefix": "/"}
+    path = tmp_path / "baseline.yaml"
+    path.write_text(
+        render(build_bootstrap(config, ca_file=default_ca_file(), baseline_cluster="pool/smart"))
+    )
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with pytest.raises(ValueError):
+        build_bootstrap(config, baseline_cluster="pool/none")

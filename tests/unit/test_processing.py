@@ -47,7 +47,9 @@ def body(**fields: Any) -> bytes:
     return json.dumps(data).encode()
 
 
-def routed(app: App, payload: bytes, headers: dict[str, str] = HEADERS) -> tuple[RouterProcessor, Continue]:
+def routed(
+    app: App, payload: bytes, headers: dict[str, str] = HEADERS
+) -> tuple[RouterProcessor, Continue]:
     router = app.router()
     first = router.request_headers(dict(headers), False)
     assert isinstance(first, Continue)
@@ -135,7 +137,12 @@ def test_upstream_sets_path_key_and_body(app: App) -> None:
 
 
 def test_upstream_pool_endpoint_model_and_params(app: App) -> None:
-    host = {"instance": "openai.1", "schema": "openai-chat", "model": "mini", "params": '{"temperature": 0.2}'}
+    host = {
+        "instance": "openai.1",
+        "schema": "openai-chat",
+        "model": "mini",
+        "params": '{"temperature": 0.2}',
+    }
     action = upstream_request(app, host, body(model="smart", temperature=1.5))
     assert action.set_headers[":path"] == "/api/v1/chat/completions"
     assert action.set_headers["authorization"] == "Bearer sk-fake-provider-b"
@@ -150,26 +157,58 @@ def test_upstream_unknown_instance_fails_the_attempt(app: App) -> None:
     assert "sk-fake" not in reply.body.decode()
 
 
-SSE_OK = b"".join(
-    b"data: " + json.dumps(chunk).encode() + b"\n\n"
-    for chunk in [
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-         "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-         "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-         "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
-    ]
-) + b"data: [DONE]\n\n"
+SSE_OK = (
+    b"".join(
+        b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        for chunk in [
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gpt-4o",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            },
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}],
+            },
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            },
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gpt-4o",
+                "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            },
+        ]
+    )
+    + b"data: [DONE]\n\n"
+)
 
 
 def streamed(app: App, include_usage: bool, chunks: list[bytes]) -> bytes:
     options = {"stream_options": {"include_usage": True}} if include_usage else {}
     router, _ = routed(app, body(stream=True, **options))
     action = router.response_headers(
-        {":status": "200", "content-type": "text/event-stream", "content-length": "9"}, False, HOST_A
+        {":status": "200", "content-type": "text/event-stream", "content-length": "9"},
+        False,
+        HOST_A,
     )
     assert isinstance(action, Continue) and action.stream_response_body
     assert "content-length" in action.remove_headers
@@ -205,10 +244,21 @@ def test_buffered_answer_same_protocol_is_untouched(app: App) -> None:
     router, _ = routed(app, body())
     router.response_headers({":status": "200", "content-type": "application/json"}, False, HOST_A)
     answer = json.dumps(
-        {"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                      "finish_reason": "stop", "logprobs": {"content": []}}],
-         "system_fingerprint": "fp_fake"}
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "ok"},
+                    "finish_reason": "stop",
+                    "logprobs": {"content": []},
+                }
+            ],
+            "system_fingerprint": "fp_fake",
+        }
     ).encode()
     action = router.response_body(answer, True)
     assert isinstance(action, Continue) and action.body is None and not action.set_headers
@@ -246,17 +296,26 @@ def test_json_answer_to_a_streaming_client_is_streamed(app: App) -> None:
     router, _ = routed(app, body(stream=True))
     router.response_headers({":status": "200", "content-type": "application/json"}, False, HOST_A)
     answer = json.dumps(
-        {"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "ok"},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
     ).encode()
     action = router.response_body(answer, True)
     assert isinstance(action, Continue) and action.body is not None
     assert action.set_headers["content-type"] == "text/event-stream"
     events = action.body.decode().strip().split("\n\n")
     assert events[-1] == "data: [DONE]"
-    text = "".join(
-        json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:-1]
-    )
+    text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:-1])
     assert text == "ok"
 
 

@@ -81,9 +81,7 @@ def test_router_role_flow() -> None:
     )
     first, second = replies
     assert first.WhichOneof("response") == "request_headers"
-    assert list(first.request_headers.response.header_mutation.remove_headers) == [
-        "authorization"
-    ]
+    assert list(first.request_headers.response.header_mutation.remove_headers) == ["authorization"]
     common = second.request_body.response
     mutations = header_mutations(common)
     assert mutations["x-llm-cluster"] == "instance/openai"
@@ -109,9 +107,15 @@ def test_upstream_role_is_detected_by_host_metadata() -> None:
     attributes = struct_pb2.Struct()
     attributes.update({"xds.upstream_host_metadata": HOST_METADATA})
     envelope = json.dumps(
-        {"request": {"protocol": "openai-chat", "model": "gpt-4o",
-                     "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}],
-                                   "plain": True}]}}
+        {
+            "request": {
+                "protocol": "openai-chat",
+                "model": "gpt-4o",
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "hi"}], "plain": True}
+                ],
+            }
+        }
     ).encode()
     first = pb.ProcessingRequest(request_headers=headers(_path="/v1/chat/completions"))
     first.attributes["envoy.filters.http.ext_proc"].CopyFrom(attributes)
