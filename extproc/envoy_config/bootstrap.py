@@ -2,6 +2,9 @@
 
 The bootstrap is plain data (dicts in Envoy's v3 JSON/YAML shape) and is
 checked by the real Envoy (``envoy --mode validate``) in the tests.
+(envoy-data-plane's betterproto2 messages were tried as a typed builder and
+rejected: their field-name mangling breaks real Envoy field names such as
+``consecutive_5xx``, and every ``Any`` payload needs manual registration.)
 
 Shape (see docs/architecture.md):
 
@@ -311,6 +314,8 @@ def _listener(
         "stream_idle_timeout": _duration(config.timeouts.stream_idle),
         "request_timeout": "0s",
         "request_headers_timeout": "30s",
+        # Clients and logs can correlate by the request id the proxy used.
+        "always_set_request_id_in_response": True,
         "common_http_protocol_options": {"idle_timeout": "300s"},
         "route_config": {
             "name": "llm",

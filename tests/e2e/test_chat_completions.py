@@ -209,6 +209,7 @@ def test_client_routing_headers_are_ignored_and_stripped(
         timeout=10,
     )
     assert response.status_code == 200
+    assert response.headers["x-request-id"]
     assert response.json()["choices"][0]["message"]["content"].startswith("alpha")
     assert fake_b.chat_requests() == []
     [sent] = fake_a.chat_requests()
