@@ -27,6 +27,8 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 
 class TextPart(msgspec.Struct, tag="text", omit_defaults=True):
     text: str
+    #: Source-protocol fields of the part (e.g. ``cache_control``); same protocol only.
+    extra: dict[str, Any] | None = None
 
 
 class ImagePart(msgspec.Struct, tag="image", omit_defaults=True):
@@ -36,6 +38,7 @@ class ImagePart(msgspec.Struct, tag="image", omit_defaults=True):
     data: str | None = None
     media_type: str | None = None
     detail: str | None = None
+    extra: dict[str, Any] | None = None
 
 
 class ToolCallPart(msgspec.Struct, tag="tool_call", omit_defaults=True):
@@ -43,6 +46,8 @@ class ToolCallPart(msgspec.Struct, tag="tool_call", omit_defaults=True):
     name: str
     #: The arguments as JSON text, exactly as the model produced them.
     arguments: str = ""
+    #: Source-protocol fields of the call (e.g. a provider's replay token).
+    extra: dict[str, Any] | None = None
 
 
 class ToolResultPart(msgspec.Struct, tag="tool_result", omit_defaults=True):
@@ -92,6 +97,8 @@ class Tool(msgspec.Struct, omit_defaults=True):
     #: A tool of a kind the canonical model does not know (hosted tools,
     #: custom tools), kept verbatim for a target of the source protocol.
     opaque: dict[str, Any] | None = None
+    #: Source-protocol fields of a known tool; same protocol only.
+    extra: dict[str, Any] | None = None
 
 
 class ToolChoice(msgspec.Struct, omit_defaults=True):

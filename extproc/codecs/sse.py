@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 _LINE_END = re.compile(rb"\r\n|\n|\r")
+_BOM = b"\xef\xbb\xbf"
 
 #: Default bound on one event's size; a stream that exceeds it is broken.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -33,12 +34,22 @@ class SseEvent:
 class SseParser:
     """Feed body chunks, get complete events back."""
 
-    __slots__ = ("_buf", "_data", "_event", "_line_start", "_max", "_seen_field", "_start")
+    __slots__ = (
+        "_bom_checked",
+        "_buf",
+        "_data",
+        "_event",
+        "_line_start",
+        "_max",
+        "_seen_field",
+        "_start",
+    )
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buf = bytearray()
         self._start = 0  # start of the current event's raw bytes in _buf
         self._line_start = 0  # start of the first unparsed line in _buf
+        self._bom_checked = False  # a UTF-8 byte-order mark may open the stream
         self._data: list[bytes] = []
         self._event: str | None = None
         self._seen_field = False
@@ -46,6 +57,12 @@ class SseParser:
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         self._buf += chunk
+        if not self._bom_checked:
+            if len(self._buf) < len(_BOM) and _BOM.startswith(bytes(self._buf)):
+                return []  # could still be a split byte-order mark
+            self._bom_checked = True
+            if self._buf.startswith(_BOM):
+                del self._buf[: len(_BOM)]
         return self._parse(final=False)
 
     def finish(self) -> list[SseEvent]:
@@ -56,6 +73,15 @@ class SseParser:
         raw = bytes(self._buf[self._start :])
         self._buf.clear()
         self._start = self._line_start = 0
+        if raw and not raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r")):
+            # Pass-through must never emit an event the client cannot end:
+            # complete it with a blank line in its own line-end style.
+            for eol in (b"\r\n", b"\n", b"\r"):
+                if raw.endswith(eol):
+                    raw += eol
+                    break
+            else:
+                raw += b"\n\n"
         events.extend(self._dispatch(raw))
         return events
 

@@ -648,7 +648,8 @@ def test_stream_decoder_ignores_other_choices_and_reports_bad_json() -> None:
 
 def test_stream_decoder_flushes_a_last_event_without_blank_line() -> None:
     decoded = decode_stream([b'data: {"id":"c","choices":[]}\n\ndata: [DONE]'])
-    assert decoded[-1] == (b"data: [DONE]", [StreamEnd()])
+    # The raw bytes get the blank line the provider left out (pass-through safety).
+    assert decoded[-1] == (b"data: [DONE]\n\n", [StreamEnd()])
 
 
 def test_stream_encoder_for_an_answer_that_arrived_whole() -> None:
@@ -895,3 +896,51 @@ def test_request_round_trip_property(body: dict[str, Any]) -> None:
     assert crossed == request
     _, encoded = CODEC.encode_request(crossed, crossed.model)
     assert to_json(encoded) == normalised(wire)
+
+
+def test_same_protocol_keeps_unknown_fields_of_parts_calls_and_tools() -> None:
+    """Provider extensions (cache_control, replay tokens, tool flags) survive openai -> openai."""
+    wire = {
+        "model": "gpt-fake-1",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "long doc", "cache_control": {"type": "ephemeral"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "https://example.org/a.png"},
+                        "cache_control": {"type": "ephemeral"},
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_fake_7",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                        "extra_content": {"google": {"thought_signature": "c2lnLWZha2U="}},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_fake_7", "content": "ok"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "f", "parameters": {"type": "object"}, "x-flag": 1},
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+    }
+    request = CODEC.decode_request(wire)
+    _, body = CODEC.encode_request(request, "gpt-fake-1")
+    assert json.loads(body) == wire
+    # Another protocol never receives them.
+    request.protocol = "another-protocol"
+    _, other = CODEC.encode_request(request, "gpt-fake-1")
+    text = other.decode()
+    assert "cache_control" not in text and "extra_content" not in text and "x-flag" not in text

@@ -270,7 +270,7 @@ def test_provider_error_is_normalised(app: App) -> None:
     action = router.response_body(b"<html>bad gateway</html>", True)
     assert isinstance(action, Continue) and action.body is not None
     error = json.loads(action.body)["error"]
-    assert error["type"] == "api_error" and "bad gateway" in error["message"]
+    assert error["type"] == "server_error" and "bad gateway" in error["message"]
     assert action.set_headers["content-type"] == "application/json"
     assert action.set_headers["content-length"] == str(len(action.body))
 

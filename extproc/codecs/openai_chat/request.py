@@ -49,6 +49,11 @@ _KNOWN = frozenset(
     }
 )
 _MESSAGE_KNOWN = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+_TEXT_KEYS = frozenset({"type", "text"})
+_IMAGE_KEYS = frozenset({"type", "image_url"})
+_CALL_KEYS = frozenset({"id", "type", "function"})
+_TOOL_KEYS = frozenset({"type", "function"})
+_FUNCTION_KEYS = frozenset({"name", "description", "parameters", "strict"})
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 _encoder = msgspec.json.Encoder()
@@ -198,7 +203,7 @@ def _decode_content(content: Any, where: str, *, allow_images: bool) -> list[Par
             raise InvalidRequest(f"{where}.content[{i}] must be an object", param=where)
         kind = part.get("type")
         if kind == "text" and isinstance(part.get("text"), str):
-            parts.append(TextPart(text=part["text"]))
+            parts.append(TextPart(text=part["text"], extra=_rest(part, _TEXT_KEYS)))
         elif kind == "image_url" and allow_images:
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
@@ -207,7 +212,13 @@ def _decode_content(content: Any, where: str, *, allow_images: bool) -> list[Par
                     f"{where}.content[{i}].image_url.url must be a string", param=where
                 )
             detail = image.get("detail") if isinstance(image, dict) else None
-            parts.append(ImagePart(url=url, detail=detail if isinstance(detail, str) else None))
+            parts.append(
+                ImagePart(
+                    url=url,
+                    detail=detail if isinstance(detail, str) else None,
+                    extra=_rest(part, _IMAGE_KEYS),
+                )
+            )
         else:
             parts.append(OpaquePart(protocol=PROTOCOL, data=part))
     return parts
@@ -225,7 +236,10 @@ def _decode_tool_call(raw: Any, where: str) -> ToolCallPart:
         arguments = _encoder.encode(arguments).decode()
     call_id = raw.get("id")
     return ToolCallPart(
-        id=call_id if isinstance(call_id, str) else "", name=name, arguments=arguments
+        id=call_id if isinstance(call_id, str) else "",
+        name=name,
+        arguments=arguments,
+        extra=_rest(raw, _CALL_KEYS),
     )
 
 
@@ -248,15 +262,29 @@ def _decode_tools(tools: Any) -> list[Tool]:
         parameters = function.get("parameters")
         strict = function.get("strict")
         description = function.get("description")
+        extra = {}
+        if tool_rest := _rest(tool, _TOOL_KEYS):
+            extra["tool"] = tool_rest
+        if function_rest := _rest(function, _FUNCTION_KEYS):
+            extra["function"] = function_rest
         out.append(
             Tool(
                 name=function["name"],
                 description=description if isinstance(description, str) else None,
                 parameters=parameters if isinstance(parameters, dict) else None,
                 strict=strict if isinstance(strict, bool) else None,
+                extra=extra or None,
             )
         )
     return out
+
+
+def _rest(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+    """The fields of ``obj`` the canonical model has no home for, or None."""
+    if len(obj) <= len(known) and obj.keys() <= known:
+        return None
+    rest = {k: v for k, v in obj.items() if k not in known}
+    return rest or None
 
 
 def _decode_tool_choice(choice: Any) -> ToolChoice | None:
@@ -286,8 +314,11 @@ def encode_request(
     for message in req.messages:
         messages.extend(_encode_message(message, same))
     if req.tools is not None:
-        tools = [_encode_tool(t, same) for t in req.tools]
-        body["tools"] = [t for t in tools if t is not None]
+        tools = [t for t in (_encode_tool(t, same) for t in req.tools) if t is not None]
+        # An empty list is the client's own choice only in the same protocol;
+        # when every tool was of a kind this target cannot take, send none.
+        if tools or same:
+            body["tools"] = tools
     if req.tool_choice is not None:
         choice = req.tool_choice
         body["tool_choice"] = (
@@ -355,13 +386,14 @@ def _encode_message(message: Message, same: bool) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, ToolCallPart):
-            calls.append(
-                {
-                    "id": part.id,
-                    "type": "function",
-                    "function": {"name": part.name, "arguments": part.arguments},
-                }
-            )
+            call = {
+                "id": part.id,
+                "type": "function",
+                "function": {"name": part.name, "arguments": part.arguments},
+            }
+            if same and part.extra:
+                call.update(part.extra)
+            calls.append(call)
         elif isinstance(part, ToolResultPart):
             # Tool results inside other roles (Anthropic style) become tool messages.
             results.append(
@@ -397,13 +429,19 @@ def _encode_parts(parts: list[Any], plain: bool, same: bool) -> str | list[dict[
     out: list[dict[str, Any]] = []
     for part in parts:
         if isinstance(part, TextPart):
-            out.append({"type": "text", "text": part.text})
+            text: dict[str, Any] = {"type": "text", "text": part.text}
+            if same and part.extra:
+                text.update(part.extra)
+            out.append(text)
         elif isinstance(part, ImagePart):
             url = part.url or f"data:{part.media_type or 'image/png'};base64,{part.data or ''}"
             image: dict[str, Any] = {"url": url}
             if part.detail:
                 image["detail"] = part.detail
-            out.append({"type": "image_url", "image_url": image})
+            entry: dict[str, Any] = {"type": "image_url", "image_url": image}
+            if same and part.extra:
+                entry.update(part.extra)
+            out.append(entry)
         elif isinstance(part, OpaquePart) and same and part.protocol == PROTOCOL:
             out.append(part.data)
     if len(out) == 1 and out[0].get("type") == "text" and plain:
@@ -421,4 +459,8 @@ def _encode_tool(tool: Tool, same: bool) -> dict[str, Any] | None:
         function["parameters"] = tool.parameters
     if tool.strict is not None:
         function["strict"] = tool.strict
-    return {"type": "function", "function": function}
+    out: dict[str, Any] = {"type": "function", "function": function}
+    if same and tool.extra:
+        function.update(tool.extra.get("function") or {})
+        out.update(tool.extra.get("tool") or {})
+    return out

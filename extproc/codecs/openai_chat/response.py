@@ -190,7 +190,7 @@ def encode_response(response: CanonicalResponse, request_model: str) -> bytes:
 def decode_error(status: int, body: bytes, retry_after: str | None) -> CanonicalError:
     """Read an error answer; tolerate anything (HTML from a load balancer...)."""
     message = ""
-    kind = _TYPE_BY_STATUS.get(status, "api_error")
+    kind = _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "api_error")
     code: str | None = None
     param: str | None = None
     try:

@@ -62,7 +62,7 @@ class ChatStreamDecoder:
         if not isinstance(data, dict):
             return []
         choices = data.get("choices")
-        if "error" in data and not choices:
+        if data.get("error") is not None and not choices:
             error = decode_error(500, ev.data, None)
             return [StreamError(error)]
         events: list[StreamEvent] = []
