@@ -26,9 +26,11 @@ With ``expected_api_key`` set, every request (health checks included) must carry
 ``Authorization: Bearer <key>`` or gets 401.
 
 Answers: without a script the answer is ``f"{name} says hello to {model}"``, so a test can tell
-which backend answered. ``queue_response()`` scripts the next chat answers (text, tool calls,
-finish reason, usage numbers). Usage is deterministic: prompt tokens are the length of the compact
-JSON of ``messages`` divided by 4, completion tokens the length of the output divided by 4.
+which backend answered; ``answer_chars=N`` (``--answer-chars N``) stretches or cuts that default
+answer to exactly N characters, so a benchmark's streams have N / ``chunk_chars`` content chunks.
+``queue_response()`` scripts the next chat answers (text, tool calls, finish reason, usage
+numbers). Usage is deterministic: prompt tokens are the length of the compact JSON of
+``messages`` divided by 4, completion tokens the length of the output divided by 4.
 
 Fault knobs, set with ``set_fault(...)`` from any thread. Each applies to the next ``count``
 requests it affects, or until ``clear_faults()`` when ``count`` is None. With ``chat_only=True``
@@ -54,6 +56,7 @@ the stream-only knobs are never seen or consumed by non-streaming requests.
 Command line (used by the benchmark)::
 
     python -m tests.fakes.openai_upstream --port 8001 --name alpha --control-port 8101
+    python -m tests.fakes.openai_upstream --answer-chars 256 --chunk-chars 4  # 64-chunk streams
 
 prints ``listening on PORT`` once ready. The control port serves a tiny JSON API:
 ``POST /faults`` (body: ``set_fault`` keyword arguments), ``DELETE /faults``, ``GET /faults``,
@@ -725,6 +728,19 @@ _MIDSTREAM_ERROR: Final = (
 )
 
 
+_ANSWER_FILLER: Final = " and keeps on talking, so that the answer streams in many small chunks."
+
+
+def default_answer(name: str, model: str, answer_chars: int | None = None) -> str:
+    """The unscripted answer: the greeting, stretched (or cut) to ``answer_chars`` characters."""
+    text = f"{name} says hello to {model}"
+    if answer_chars is None:
+        return text
+    while len(text) < answer_chars:
+        text += _ANSWER_FILLER
+    return text[:answer_chars]
+
+
 def _model_object(model_id: str) -> JSONDict:
     return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "system"}
 
@@ -748,6 +764,7 @@ class FakeOpenAI:
         path_prefix: str = "/v1",
         expected_api_key: str | None = None,
         chunk_chars: int = 4,
+        answer_chars: int | None = None,
         strict_models: bool = False,
         max_recorded: int | None = 10_000,
         log_requests: bool = False,
@@ -757,6 +774,9 @@ class FakeOpenAI:
         self.path_prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
         self.expected_api_key = expected_api_key
         self.chunk_chars = _check_int("chunk_chars", chunk_chars, 1)
+        self.answer_chars = (
+            None if answer_chars is None else _check_int("answer_chars", answer_chars, 1)
+        )
         self.strict_models = strict_models
         self.log_requests = log_requests
         self._host = host
@@ -1199,7 +1219,7 @@ class FakeOpenAI:
         try:
             script = self._scripts.popleft()
         except IndexError:
-            script = ScriptedResponse(text=f"{self.name} says hello to {model}")
+            script = ScriptedResponse(text=default_answer(self.name, model, self.answer_chars))
         calls = tuple(
             _ToolCall(f"call_fake{next(self._call_ids):015d}", name, arguments)
             for name, arguments in script.tool_calls
@@ -1371,12 +1391,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--path-prefix", default="/v1")
     parser.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY")
     parser.add_argument("--chunk-chars", type=int, default=4)
+    parser.add_argument(
+        "--answer-chars",
+        type=int,
+        default=None,
+        help="make the default answer exactly N characters long (streams: N/chunk-chars chunks)",
+    )
     parser.add_argument("--strict-models", action="store_true", help="404 for unknown models")
     parser.add_argument("--record-limit", type=int, default=1000, help="recorded requests kept")
     parser.add_argument("--log-requests", action="store_true")
     args = parser.parse_args(argv)
     if args.control_port is not None and args.control_port <= 0:
         parser.error("--control-port needs an explicit port")
+    if args.answer_chars is not None and args.answer_chars < 1:
+        parser.error("--answer-chars must be at least 1")
     return args
 
 
@@ -1390,6 +1418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path_prefix=args.path_prefix,
         expected_api_key=args.api_key,
         chunk_chars=args.chunk_chars,
+        answer_chars=args.answer_chars,
         strict_models=args.strict_models,
         max_recorded=args.record_limit,
         log_requests=args.log_requests,

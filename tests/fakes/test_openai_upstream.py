@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.openai_upstream import FakeOpenAI, default_answer
 
 API_KEY = "sk-fake-provider-key"
 USER_MESSAGES: list[Any] = [{"role": "user", "content": "Say hello."}]
@@ -801,3 +801,68 @@ def test_command_line_with_control_api() -> None:
         assert process.wait(timeout=5) == 0
         if process.stdout is not None:
             process.stdout.close()
+
+
+# --------------------------------------------------------------------------------------------
+# answer_chars: long default answers for the benchmark
+
+
+def test_default_answer_length() -> None:
+    assert default_answer("alpha", "gpt-4o-mini") == "alpha says hello to gpt-4o-mini"
+    assert default_answer("alpha", "gpt-4o-mini", 5) == "alpha"
+    long = default_answer("alpha", "gpt-4o-mini", 1000)
+    assert len(long) == 1000
+    assert long.startswith("alpha says hello to gpt-4o-mini ")
+
+
+def test_answer_chars_stretches_the_default_answer() -> None:
+    with FakeOpenAI(name="long", answer_chars=256, chunk_chars=4) as fake:
+        expected = default_answer("long", "gpt-4o-mini", 256)
+        answer = httpx.post(f"{fake.base_url}/chat/completions", json=CHAT_BODY).json()
+        assert answer["choices"][0]["message"]["content"] == expected
+        raw = RawConnection(fake.port)
+        try:
+            raw.send_json("/v1/chat/completions", {**CHAT_BODY, "stream": True})
+            response = raw.read_response()
+        finally:
+            raw.close()
+        assert response.chunks is not None
+        deltas = [payload["choices"][0]["delta"] for payload in chunk_payloads(response.chunks)]
+        pieces = [delta["content"] for delta in deltas if delta.get("content")]
+        assert len(pieces) == 64
+        assert "".join(pieces) == expected
+        fake.queue_response("scripted answers keep their own text")
+        scripted = httpx.post(f"{fake.base_url}/chat/completions", json=CHAT_BODY).json()
+        assert (
+            scripted["choices"][0]["message"]["content"] == "scripted answers keep their own text"
+        )
+
+
+def test_answer_chars_is_validated() -> None:
+    with pytest.raises(ValueError, match="answer_chars"):
+        FakeOpenAI(answer_chars=0)
+
+
+def test_command_line_answer_chars() -> None:
+    command = [sys.executable, "-m", "tests.fakes.openai_upstream", "--name", "cli"]
+    command += ["--port", "0", "--answer-chars", "40", "--chunk-chars", "8"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on "), line
+        url = f"http://127.0.0.1:{int(line.split()[-1])}/v1/chat/completions"
+        answer = httpx.post(url, json=CHAT_BODY).json()
+        assert answer["choices"][0]["message"]["content"] == default_answer(
+            "cli", "gpt-4o-mini", 40
+        )
+    finally:
+        process.terminate()
+        assert process.wait(timeout=5) == 0
+        if process.stdout is not None:
+            process.stdout.close()
+    rejected = subprocess.run(
+        [*command[:-4], "--answer-chars", "0"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert rejected.returncode == 2
+    assert "--answer-chars" in rejected.stderr
