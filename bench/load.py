@@ -59,8 +59,14 @@ class Target:
     port: int
     path: str
     api_key: str
+    #: Ask for this model instead of the phase's (the proxy's failover pool).
+    model: str | None = None
 
     def request(self, body: bytes, *, stream: bool) -> bytes:
+        if self.model is not None:
+            data = json.loads(body)
+            data["model"] = self.model
+            body = json.dumps(data, separators=(",", ":")).encode()
         headers = {
             "authorization": f"Bearer {self.api_key}",
             "accept": "text/event-stream" if stream else "application/json",

@@ -219,22 +219,27 @@ def fake_control(control_port: int, method: str, path: str, body: Any = None) ->
         connection.close()
 
 
+#: A failover pool of two accounts at the same fake: the proxy path where
+#: Envoy chooses the host, so the UPSTREAM role runs per attempt.
+POOL_MODEL = "bench-pool"
+
+
 def proxy_config(fake_port: int, api_key: str) -> dict[str, Any]:
     """The proxy's YAML config (as data) with fresh ports."""
+    backend = {
+        "type": "openai",
+        "base_url": f"http://127.0.0.1:{fake_port}/v1",
+        "api_key": api_key,
+        "models": ["gpt-4o-mini"],
+        "health_check": {"interval": "1s"},
+    }
     return {
         "host": "127.0.0.1",
         "port": free_port(),
         "grpc_port": free_port(),
         "admin_port": free_port(),
-        "backends": {
-            "openai": {
-                "type": "openai",
-                "base_url": f"http://127.0.0.1:{fake_port}/v1",
-                "api_key": api_key,
-                "models": ["gpt-4o-mini"],
-                "health_check": {"interval": "1s"},
-            }
-        },
+        "backends": {"openai": backend, "openai.1": {**backend, "models": []}},
+        "models": {POOL_MODEL: {"failover": ["openai:gpt-4o-mini", "openai.1:gpt-4o-mini"]}},
         "envoy": {"log_level": "error"},
     }
 

@@ -28,6 +28,7 @@ from typing import Any
 from bench import report as reporting
 from bench.load import PhaseResult, Target, chat_body, run_closed_loop, run_sequential
 from bench.procs import (
+    POOL_MODEL,
     REPO,
     CpuSampler,
     StartupError,
@@ -69,6 +70,7 @@ class Settings:
     profile: bool
     profile_native: bool
     out: Path
+    route: str = "instance"
 
     @property
     def content_chunks(self) -> int:
@@ -86,6 +88,11 @@ class Settings:
             "paced_streams": self.paced_streams,
             "answer": f"{self.answer_chars} chars in chunks of {self.chunk_chars} "
             f"= {self.content_chunks} SSE content chunks",
+            "proxy_route": (
+                f"failover pool {POOL_MODEL!r} (two endpoints: the UPSTREAM role runs per attempt)"
+                if self.route == "pool"
+                else f"single instance {MODEL!r} (the ROUTER role encodes for the host)"
+            ),
             "out": str(self.out),
         }
 
@@ -120,6 +127,12 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--paced-streams", type=int, help="paced streams (100; quick 20)")
     parser.add_argument("--answer-chars", type=int, default=256, help="answer length (256)")
     parser.add_argument("--chunk-chars", type=int, default=4, help="characters per SSE chunk (4)")
+    parser.add_argument(
+        "--route",
+        choices=["instance", "pool"],
+        default="instance",
+        help="what the proxy target asks for: a single instance (default) or a failover pool",
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     concurrencies: tuple[int, ...] = (1, 8, 32) if quick else (1, 8, 32, 64)
@@ -140,6 +153,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         profile=bool(args.profile or args.profile_native),
         profile_native=bool(args.profile_native),
         out=args.out,
+        route=args.route,
     )
     if min(settings.concurrencies, default=0) < 1 or settings.latency_requests < 1:
         parser.error("concurrencies and request counts must be positive")
@@ -427,7 +441,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "envoy": Target(
                     "envoy", "127.0.0.1", baseline_config["port"], CHAT_PATH, PROVIDER_KEY
                 ),
-                "proxy": Target("proxy", "127.0.0.1", proxy_cfg["port"], CHAT_PATH, CLIENT_KEY),
+                "proxy": Target(
+                    "proxy",
+                    "127.0.0.1",
+                    proxy_cfg["port"],
+                    CHAT_PATH,
+                    CLIENT_KEY,
+                    model=POOL_MODEL if settings.route == "pool" else None,
+                ),
             }
             sampler = CpuSampler(pids)
             results = asyncio.run(

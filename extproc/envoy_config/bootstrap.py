@@ -490,6 +490,9 @@ def _llm_cluster(
     with_ext_proc: bool = True,
 ) -> dict[str, Any]:
     by_priority: dict[int, list[dict[str, Any]]] = {}
+    # The UPSTREAM role runs only where Envoy chooses among several hosts; a
+    # single-endpoint cluster is encoded for by the ROUTER role already.
+    with_ext_proc = with_ext_proc and plan.is_failover
     for endpoint in plan.endpoints:
         schema = get_type(config.backend_type(endpoint.instance)).schema
         lb_endpoint = {

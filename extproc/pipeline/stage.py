@@ -59,6 +59,11 @@ class Pipeline:
     def inspects_stream(self) -> bool:
         return bool(self._stream)
 
+    @property
+    def inspects_response(self) -> bool:
+        """Some stage needs to see answers (whole or streamed)."""
+        return bool(self._response or self._stream)
+
     def request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
         for stage in self._headers:
             stage.on_request_headers(ctx, headers)

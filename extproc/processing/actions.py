@@ -7,7 +7,7 @@ them plain makes processors testable without gRPC or Envoy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -21,8 +21,9 @@ class Continue:
     #: Answer a headers message with a body (CONTINUE_AND_REPLACE).
     replace: bool = False
     clear_route_cache: bool = False
-    #: Switch the response body to STREAMED (from a response-headers reply).
-    stream_response_body: bool = False
+    #: From a response-headers reply: switch the response body to STREAMED
+    #: (translate chunk by chunk) or NONE (it passes through unseen).
+    response_body_mode: Literal["streamed", "none"] | None = None
     dynamic_metadata: dict[str, dict[str, Any]] | None = None
 
 

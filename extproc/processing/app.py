@@ -6,6 +6,7 @@ from it. Nothing here parses configuration or talks gRPC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -13,6 +14,7 @@ from urllib.parse import unquote
 import msgspec
 
 from backends import get_type
+from extproc.canonical import CanonicalRequest
 from extproc.codecs import Codec, get_codec
 from extproc.config import Config
 from extproc.errors import NotFound
@@ -20,7 +22,7 @@ from extproc.pipeline import Pipeline, Stage
 from extproc.pipeline.stages import AccessControlStage, RoutingStage
 from extproc.processing.router import RouterProcessor
 from extproc.processing.upstream import UpstreamProcessor
-from extproc.routing import Resolver, plan_clusters
+from extproc.routing import Resolver, apply_params, plan_clusters
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,29 @@ class BackendRuntime:
 
     def __repr__(self) -> str:  # never print credentials
         return f"BackendRuntime({self.instance!r}, schema={self.codec.name!r})"
+
+    def prepare(
+        self, request: CanonicalRequest, model: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """The headers to set and the body to send for ``request`` to this backend.
+
+        Used by whichever role knows the host: the UPSTREAM role per attempt,
+        or the ROUTER role when a cluster has a single endpoint.
+        """
+        if params:
+            apply_params(request, params)
+        path, body = self.codec.encode_request(
+            request, model, max_tokens_field=self.max_tokens_field
+        )
+        headers = {
+            ":path": self.base_path + path,
+            "content-type": "application/json",
+            "content-length": str(len(body)),
+            # Answers are translated, so they must not come back compressed.
+            "accept-encoding": "identity",
+            **self.headers,
+        }
+        return headers, body
 
 
 def _auth_headers(style: str, key: str | None) -> dict[str, str]:

@@ -112,18 +112,22 @@ class RouterProcessor:
         except ProxyError as exc:
             return self._error_reply(exc, ctx.path)
         self.request = request
-        assert ctx.route is not None
-        envelope = Envelope(request=request, model=ctx.route.model, request_id=ctx.request_id)
-        out = _envelope_encoder.encode(envelope)
-        return Continue(
-            set_headers={
-                CLUSTER_HEADER: ctx.route.cluster,
-                "content-type": "application/json",
-                "content-length": str(len(out)),
-            },
-            body=out,
-            clear_route_cache=True,
-        )
+        route = ctx.route
+        assert route is not None
+        plan = self.app.plans[route.cluster]
+        if len(plan.endpoints) == 1:
+            # One possible host: encode for it here; the cluster has no
+            # UPSTREAM role (see processing/upstream.py).
+            endpoint = plan.endpoints[0]
+            backend = self.app.backends[endpoint.instance]
+            model = endpoint.model or route.model or request.model
+            set_headers, out = backend.prepare(request, model, endpoint.params)
+        else:
+            envelope = Envelope(request=request, model=route.model, request_id=ctx.request_id)
+            out = _envelope_encoder.encode(envelope)
+            set_headers = {"content-type": "application/json", "content-length": str(len(out))}
+        set_headers[CLUSTER_HEADER] = route.cluster
+        return Continue(set_headers=set_headers, body=out, clear_route_cache=True)
 
     # -- response ------------------------------------------------------------
 
@@ -161,8 +165,20 @@ class RouterProcessor:
                     "cache-control": "no-cache",
                 },
                 remove_headers=[*remove, "content-length", "content-encoding"],
-                stream_response_body=True,
+                response_body_mode="streamed",
             )
+        if (
+            self._status == 200
+            and not streaming
+            and not wants_stream
+            and self._backend is not None
+            and self._backend.name == codec.name
+            and not self.app.pipeline.inspects_response
+        ):
+            # Same protocol, a complete answer, and no stage wants to see it:
+            # the body passes through Envoy unseen (one round trip fewer).
+            self._end()
+            return Continue(remove_headers=remove, response_body_mode="none")
         self._mode = "sse-to-json" if streaming else "buffer"
         if end_of_stream:
             # No body will follow: answer errors (and empty 200s) with a body now.
@@ -229,6 +245,30 @@ class RouterProcessor:
         if self._backend is not None:
             return self._backend.decode_error(self._status, body, self._retry_after)
         return local_reply_error(self._status, body, self._retry_after)
+
+    def internal_error(self, kind: str, exc: Exception) -> Action:
+        """An unexpected failure (a bug) while handling ``kind``: tell the client.
+
+        Before the answer started this is a 500 in the client's dialect; in the
+        middle of a stream it is the dialect's error event, ending the stream.
+        """
+        error = CanonicalError(
+            500,
+            f"internal proxy error ({type(exc).__name__}); see the proxy log for request "
+            f"{self.ctx.request_id if self.ctx else '?'}",
+            type="server_error",
+            code="internal_error",
+        )
+        if kind == "response_body" and self._mode == "stream" and self._translator is not None:
+            return Continue(body=self._translator.error(error))
+        codec = self.codec or get_codec(protocol_for_path("/"))
+        self._end()
+        return Reply(
+            status=500,
+            body=codec.encode_error(error),
+            headers={"content-type": "application/json"},
+            details="llm_proxy_internal_error",
+        )
 
     def _error_reply(self, exc: ProxyError, path: str) -> Reply:
         codec = self.codec or get_codec(protocol_for_path(path))

@@ -8,7 +8,7 @@ raw event bytes go out unchanged.
 
 from __future__ import annotations
 
-from extproc.canonical import Finish, StreamEvent, Usage, UsageReport
+from extproc.canonical import CanonicalError, Finish, StreamEvent, Usage, UsageReport
 from extproc.codecs import StreamDecoder, StreamEncoder
 from extproc.pipeline import Pipeline, RequestContext
 
@@ -37,6 +37,10 @@ class StreamTranslator:
 
     def finish(self) -> bytes:
         return self._translate(self._decoder.finish()) + self._encoder.finish()
+
+    def error(self, error: CanonicalError) -> bytes:
+        """End the client stream with an error event."""
+        return self._encoder.error(error)
 
     def _translate(self, decoded: list[tuple[bytes, list[StreamEvent]]]) -> bytes:
         if not decoded:

@@ -1,10 +1,14 @@
-"""The UPSTREAM role: one instance per attempt, in the pool cluster's filters.
+"""The UPSTREAM role: one instance per attempt, in a failover cluster's filters.
 
 Envoy has already chosen the host. This role reads the host's metadata
 (which backend instance, and in pools which model), encodes the canonical
 envelope for that backend's wire schema, and sets the path and the provider
 credential. Nothing is shared with the ROUTER role except the envelope
 that travels through Envoy, so every retry re-encodes from scratch.
+
+Clusters with a single endpoint have no UPSTREAM role: the host is known
+before Envoy routes, so the ROUTER role encodes for it directly (one gRPC
+stream per request instead of two).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import msgspec
 from extproc.canonical import CanonicalError, Envelope
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.headers import CLIENT_CREDENTIAL_HEADERS, INTERNAL_PREFIX
-from extproc.routing import apply_params
 
 if TYPE_CHECKING:
     from extproc.processing.app import App, BackendRuntime
@@ -60,24 +63,19 @@ class UpstreamProcessor:
         model = self.host.get("model") or envelope.model or request.model
         params = self.host.get("params")
         try:
-            if params:
-                apply_params(request, msgspec.json.decode(params))
-            path, out = backend.codec.encode_request(
-                request, str(model), max_tokens_field=backend.max_tokens_field
+            set_headers, out = backend.prepare(
+                request, str(model), msgspec.json.decode(params) if params else None
             )
         except Exception as exc:  # a bug or bad pool params: fail this attempt clearly
             log.exception(
                 "request %s: encoding for %s failed", envelope.request_id, backend.instance
             )
             return self._fail(f"the request could not be encoded for {backend.instance}: {exc}")
-        set_headers = {
-            ":path": backend.base_path + path,
-            "content-type": "application/json",
-            "content-length": str(len(out)),
-            "accept-encoding": "identity",
-            **backend.headers,
-        }
         return Continue(set_headers=set_headers, body=out)
+
+    def internal_error(self, kind: str, exc: Exception) -> Reply:
+        """An unexpected failure while handling ``kind``: fail this attempt."""
+        return self._fail(f"internal error ({type(exc).__name__})")
 
     def _fail(self, message: str) -> Reply:
         """Answer this attempt with a 500 in the backend's own error dialect."""

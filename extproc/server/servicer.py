@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -36,6 +36,7 @@ OFFLOAD_BYTES = 256 * 1024
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
+_NONE = processing_mode_pb2.ProcessingMode.NONE
 
 
 def headers_dict(header_map: Any) -> dict[str, str]:
@@ -112,8 +113,10 @@ def to_response(kind: str, action: Action) -> Any:
         getattr(response, kind).SetInParent()
     if action.clear_route_cache:
         common.clear_route_cache = True
-    if action.stream_response_body:
+    if action.response_body_mode == "streamed":
         response.mode_override.response_body_mode = _STREAMED
+    elif action.response_body_mode == "none":
+        response.mode_override.response_body_mode = _NONE
     if action.dynamic_metadata:
         response.dynamic_metadata.update(action.dynamic_metadata)
     return response
@@ -136,34 +139,44 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 if processor is None:
                     host = host_metadata(request)
                     processor = self.app.upstream(host) if host is not None else self.app.router()
-                action = await self._dispatch(processor, kind, request)
+                try:
+                    action = _dispatch(processor, kind, request)
+                    if not isinstance(action, Continue | Reply):
+                        action = await action  # a large body, processed in a thread
+                except Exception as exc:  # a bug: answer it, never leave Envoy waiting
+                    log.exception("ext_proc: %s failed on %s", type(processor).__name__, kind)
+                    action = processor.internal_error(kind, exc)
                 yield to_response(kind, action)
         finally:
             if isinstance(processor, RouterProcessor):
                 processor.close()
 
-    async def _dispatch(self, processor: Processor, kind: str, request: Any) -> Action:
-        if kind == "request_headers":
-            message = request.request_headers
-            return processor.request_headers(headers_dict(message.headers), message.end_of_stream)
-        if kind == "request_body":
-            body = request.request_body
-            return await _maybe_offload(processor.request_body, body.body, body.end_of_stream)
-        if isinstance(processor, RouterProcessor):
-            if kind == "response_headers":
-                message = request.response_headers
-                return processor.response_headers(
-                    headers_dict(message.headers), message.end_of_stream, host_metadata(request)
-                )
-            if kind == "response_body":
-                body = request.response_body
-                return await _maybe_offload(processor.response_body, body.body, body.end_of_stream)
-        # Trailers and anything unexpected: let it pass unchanged.
-        log.debug("ext_proc: passing %s through unchanged", kind)
-        return Continue()
+
+def _dispatch(processor: Processor, kind: str, request: Any) -> Action | Awaitable[Action]:
+    if kind == "request_headers":
+        message = request.request_headers
+        return processor.request_headers(headers_dict(message.headers), message.end_of_stream)
+    if kind == "request_body":
+        body = request.request_body
+        return _maybe_offload(processor.request_body, body.body, body.end_of_stream)
+    if isinstance(processor, RouterProcessor):
+        if kind == "response_headers":
+            message = request.response_headers
+            return processor.response_headers(
+                headers_dict(message.headers), message.end_of_stream, host_metadata(request)
+            )
+        if kind == "response_body":
+            body = request.response_body
+            return _maybe_offload(processor.response_body, body.body, body.end_of_stream)
+    # Trailers and anything unexpected: let it pass unchanged.
+    log.debug("ext_proc: passing %s through unchanged", kind)
+    return Continue()
 
 
-async def _maybe_offload(fn: Callable[[bytes, bool], Action], body: bytes, eos: bool) -> Action:
+def _maybe_offload(
+    fn: Callable[[bytes, bool], Action], body: bytes, eos: bool
+) -> Action | Awaitable[Action]:
+    """Small bodies inline; large ones in a worker thread so other streams keep moving."""
     if len(body) >= OFFLOAD_BYTES:
-        return await asyncio.to_thread(fn, body, eos)
+        return asyncio.to_thread(fn, body, eos)
     return fn(body, eos)

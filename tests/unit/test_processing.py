@@ -8,8 +8,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from extproc.canonical import Envelope
+from extproc.canonical import CanonicalResponse, Envelope
 from extproc.config import build_config
+from extproc.pipeline import Pipeline, RequestContext, Stage
 from extproc.processing import App, Continue, Reply
 from extproc.processing.router import RouterProcessor
 
@@ -84,15 +85,29 @@ def test_unknown_path_wrong_method_and_models(app: App) -> None:
     assert isinstance(reply, Reply) and reply.status == 400
 
 
-def test_request_body_becomes_envelope_with_cluster(app: App) -> None:
-    _, action = routed(app, body(model="openai.1:gpt-4o?max_tokens=9"))
-    assert action.set_headers["x-llm-cluster"] == "instance/openai.1"
+def test_pool_request_becomes_envelope_with_cluster(app: App) -> None:
+    _, action = routed(app, body(model="smart?max_tokens=9"))
+    assert action.set_headers["x-llm-cluster"] == "pool/smart"
     assert action.clear_route_cache
     assert action.body is not None
     assert action.set_headers["content-length"] == str(len(action.body))
+    assert "authorization" not in action.set_headers  # the UPSTREAM role sets it per attempt
     envelope = msgspec.json.decode(action.body, type=Envelope)
-    assert envelope.model == "gpt-4o" and envelope.request_id == "req-1"
+    assert envelope.model is None and envelope.request_id == "req-1"
     assert envelope.request.max_output_tokens == 9
+
+
+def test_single_endpoint_cluster_is_encoded_by_the_router(app: App) -> None:
+    _, action = routed(app, body(model="openai.1:gpt-4o?max_tokens=9"))
+    headers = action.set_headers
+    assert headers["x-llm-cluster"] == "instance/openai.1"
+    assert headers[":path"] == "/api/v1/chat/completions"
+    assert headers["authorization"] == "Bearer sk-fake-provider-b"
+    assert headers["accept-encoding"] == "identity"
+    assert action.body is not None and headers["content-length"] == str(len(action.body))
+    sent = json.loads(action.body)
+    assert sent["model"] == "gpt-4o" and sent["max_tokens"] == 9
+    assert sent["messages"] == [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(
@@ -113,7 +128,9 @@ def test_request_body_errors(app: App, payload: bytes, status: int, code: str) -
 
 
 def upstream_request(app: App, host: dict[str, Any], payload: bytes) -> Continue:
+    """Route ``payload`` (to a pool, so an envelope) then run the UPSTREAM role."""
     _, routed_action = routed(app, payload)
+    assert routed_action.set_headers["x-llm-cluster"] == "pool/smart"
     assert routed_action.body is not None
     upstream = app.upstream(host)
     headers_action = upstream.request_headers(
@@ -127,13 +144,13 @@ def upstream_request(app: App, host: dict[str, Any], payload: bytes) -> Continue
 
 
 def test_upstream_sets_path_key_and_body(app: App) -> None:
-    action = upstream_request(app, HOST_A, body())
+    action = upstream_request(app, {**HOST_A, "model": "gpt-4o"}, body(model="smart"))
     headers = action.set_headers
     assert headers[":path"] == "/v1/chat/completions"
     assert headers["authorization"] == "Bearer sk-fake-provider-a"
     assert headers["openai-organization"] == "org-fake"
     assert action.body is not None and headers["content-length"] == str(len(action.body))
-    assert json.loads(action.body) == json.loads(body())
+    assert json.loads(action.body) == json.loads(body(model="gpt-4o"))
 
 
 def test_upstream_pool_endpoint_model_and_params(app: App) -> None:
@@ -210,7 +227,7 @@ def streamed(app: App, include_usage: bool, chunks: list[bytes]) -> bytes:
         False,
         HOST_A,
     )
-    assert isinstance(action, Continue) and action.stream_response_body
+    assert isinstance(action, Continue) and action.response_body_mode == "streamed"
     assert "content-length" in action.remove_headers
     out = b""
     for i, chunk in enumerate(chunks):
@@ -240,9 +257,33 @@ def test_truncated_stream_ends_with_an_error_event(app: App) -> None:
     assert last["error"]["code"] == "upstream_stream_truncated"
 
 
-def test_buffered_answer_same_protocol_is_untouched(app: App) -> None:
+def test_same_protocol_answer_skips_the_processor_when_no_stage_needs_it(app: App) -> None:
     router, _ = routed(app, body())
-    router.response_headers({":status": "200", "content-type": "application/json"}, False, HOST_A)
+    action = router.response_headers(
+        {":status": "200", "content-type": "application/json", "openai-organization": "org-x"},
+        False,
+        HOST_A,
+    )
+    assert isinstance(action, Continue) and action.response_body_mode == "none"
+    assert action.remove_headers == ["openai-organization"]
+
+
+class _Watcher(Stage):
+    name = "watcher"
+
+    def on_response(self, ctx: RequestContext, response: CanonicalResponse) -> CanonicalResponse:
+        ctx.state["seen"] = response
+        return response
+
+
+def test_buffered_answer_same_protocol_is_untouched() -> None:
+    app = App(build_config(CONFIG))
+    app.pipeline = Pipeline([*app.pipeline.stages, _Watcher()])
+    router, _ = routed(app, body())
+    action = router.response_headers(
+        {":status": "200", "content-type": "application/json"}, False, HOST_A
+    )
+    assert isinstance(action, Continue) and action.response_body_mode is None
     answer = json.dumps(
         {
             "id": "x",
@@ -262,6 +303,7 @@ def test_buffered_answer_same_protocol_is_untouched(app: App) -> None:
     ).encode()
     action = router.response_body(answer, True)
     assert isinstance(action, Continue) and action.body is None and not action.set_headers
+    assert router.ctx is not None and router.ctx.state["seen"].content[0].text == "ok"
 
 
 def test_provider_error_is_normalised(app: App) -> None:

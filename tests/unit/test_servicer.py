@@ -161,3 +161,28 @@ def test_stream_mode_override_on_sse_answer() -> None:
 def test_trailers_pass(kind: str) -> None:
     replies = run([pb.ProcessingRequest(**{kind: pb.HttpTrailers()})])
     assert replies[0].WhichOneof("response") == kind
+
+
+def test_a_processor_bug_becomes_a_clear_500_not_a_broken_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from extproc.processing.router import RouterProcessor
+
+    def explode(self: RouterProcessor, body: bytes, end_of_stream: bool) -> None:
+        raise RuntimeError("boom: sk-fake-must-not-leak")
+
+    monkeypatch.setattr(RouterProcessor, "request_body", explode)
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    replies = run(
+        [
+            pb.ProcessingRequest(
+                request_headers=headers(_method="POST", _path="/v1/chat/completions")
+            ),
+            pb.ProcessingRequest(request_body=pb.HttpBody(body=body.encode(), end_of_stream=True)),
+        ]
+    )
+    immediate = replies[1].immediate_response
+    assert immediate.status.code == 500
+    error = json.loads(immediate.body)["error"]
+    assert error["code"] == "internal_error" and "RuntimeError" in error["message"]
+    assert b"sk-fake-must-not-leak" not in immediate.body
