@@ -383,7 +383,7 @@ def _extproc_cluster(config: Config, grpc_limit: int) -> dict[str, Any]:
     }
 
 
-def _upstream_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
+def _upstream_ext_proc(config: Config, grpc_limit: int, with_body: bool) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -394,7 +394,8 @@ def _upstream_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "response_header_mode": "SKIP",
-                "request_body_mode": "BUFFERED",
+                # "shared" clusters get a final body from the ROUTER role.
+                "request_body_mode": "BUFFERED" if with_body else "NONE",
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
@@ -528,7 +529,11 @@ def _llm_cluster(
                 "explicit_http_config": {"http_protocol_options": {}},
                 "common_http_protocol_options": {"idle_timeout": "60s"},
                 "http_filters": [
-                    *([_upstream_ext_proc(config, grpc_limit)] if with_ext_proc else []),
+                    *(
+                        [_upstream_ext_proc(config, grpc_limit, plan.encoding == "per-attempt")]
+                        if with_ext_proc
+                        else []
+                    ),
                     {
                         "name": "envoy.filters.http.upstream_codec",
                         "typed_config": {"@type": _UPSTREAM_CODEC},

@@ -39,14 +39,10 @@ class BackendRuntime:
     def __repr__(self) -> str:  # never print credentials
         return f"BackendRuntime({self.instance!r}, schema={self.codec.name!r})"
 
-    def prepare(
+    def encode(
         self, request: CanonicalRequest, model: str, params: Mapping[str, Any] | None = None
     ) -> tuple[dict[str, str], bytes]:
-        """The headers to set and the body to send for ``request`` to this backend.
-
-        Used by whichever role knows the host: the UPSTREAM role per attempt,
-        or the ROUTER role when a cluster has a single endpoint.
-        """
+        """The path and content headers, and the body, of ``request`` for this backend."""
         if params:
             apply_params(request, params)
         path, body = self.codec.encode_request(
@@ -56,10 +52,20 @@ class BackendRuntime:
             ":path": self.base_path + path,
             "content-type": "application/json",
             "content-length": str(len(body)),
-            # Answers are translated, so they must not come back compressed.
-            "accept-encoding": "identity",
-            **self.headers,
         }
+        return headers, body
+
+    def host_headers(self) -> dict[str, str]:
+        """What this host needs whatever the body: credential and configured headers."""
+        # Answers are translated, so they must not come back compressed.
+        return {"accept-encoding": "identity", **self.headers}
+
+    def prepare(
+        self, request: CanonicalRequest, model: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Everything to send ``request`` to this backend: headers to set, body."""
+        headers, body = self.encode(request, model, params)
+        headers.update(self.host_headers())
         return headers, body
 
 
@@ -110,6 +116,12 @@ class App:
         self.resolver = Resolver(config, self.plans)
         self.pipeline = build_pipeline(config, self.resolver)
         self.backends = build_backends(config)
+        #: Every header name any backend sets: Envoy shares one header map
+        #: between the attempts of a request, so the UPSTREAM role removes
+        #: what an earlier attempt (another account) set before adding its own.
+        self.backend_header_names = frozenset(
+            name for backend in self.backends.values() for name in backend.headers
+        )
         self._models = self._model_list()
         self.models_body = msgspec.json.encode({"object": "list", "data": self._models})
 

@@ -115,13 +115,18 @@ class RouterProcessor:
         route = ctx.route
         assert route is not None
         plan = self.app.plans[route.cluster]
-        if len(plan.endpoints) == 1:
+        endpoint = plan.endpoints[0]
+        model = endpoint.model or route.model or request.model
+        if plan.encoding == "router":
             # One possible host: encode for it here; the cluster has no
-            # UPSTREAM role (see processing/upstream.py).
-            endpoint = plan.endpoints[0]
+            # UPSTREAM role (see routing/topology.py).
             backend = self.app.backends[endpoint.instance]
-            model = endpoint.model or route.model or request.model
             set_headers, out = backend.prepare(request, model, endpoint.params)
+        elif plan.encoding == "shared":
+            # Every host gets the same path and body: encode them once; the
+            # UPSTREAM role adds the chosen host's credential.
+            backend = self.app.backends[endpoint.instance]
+            set_headers, out = backend.encode(request, model, endpoint.params)
         else:
             envelope = Envelope(request=request, model=route.model, request_id=ctx.request_id)
             out = _envelope_encoder.encode(envelope)

@@ -6,9 +6,11 @@ envelope for that backend's wire schema, and sets the path and the provider
 credential. Nothing is shared with the ROUTER role except the envelope
 that travels through Envoy, so every retry re-encodes from scratch.
 
-Clusters with a single endpoint have no UPSTREAM role: the host is known
-before Envoy routes, so the ROUTER role encodes for it directly (one gRPC
-stream per request instead of two).
+How much this role does depends on the cluster's encoding (see
+:mod:`extproc.routing.topology`): single-endpoint clusters have no UPSTREAM
+role (the ROUTER role encoded for the one host); in ``shared`` clusters it
+sets the chosen host's credential from the request headers alone; in
+``per-attempt`` clusters it also encodes the envelope for the host.
 """
 
 from __future__ import annotations
@@ -40,18 +42,24 @@ class UpstreamProcessor:
         )
 
     def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
-        if self.backend is None:
+        backend = self.backend
+        if backend is None:
             return self._fail(f"no backend instance {self.host.get('instance')!r} in this config")
+        # Envoy gives every attempt of a request the same header map: remove
+        # what the client sent and what an earlier attempt set for another
+        # host, then set this host's credential.
+        own = backend.host_headers()
+        stale = self.app.backend_header_names
         remove = [
             h
             for h in headers
-            if h in CLIENT_CREDENTIAL_HEADERS
-            or h.startswith(INTERNAL_PREFIX)
-            or h == "accept-encoding"
+            if h not in own
+            and (h in CLIENT_CREDENTIAL_HEADERS or h in stale or h.startswith(INTERNAL_PREFIX))
         ]
-        return Continue(remove_headers=remove)
+        return Continue(set_headers=own, remove_headers=remove)
 
     def request_body(self, body: bytes, end_of_stream: bool) -> Action:
+        """Per-attempt encoding (clusters whose hosts need different bodies)."""
         backend = self.backend
         if backend is None:
             return self._fail("no backend for this endpoint")
@@ -63,7 +71,7 @@ class UpstreamProcessor:
         model = self.host.get("model") or envelope.model or request.model
         params = self.host.get("params")
         try:
-            set_headers, out = backend.prepare(
+            set_headers, out = backend.encode(
                 request, str(model), msgspec.json.decode(params) if params else None
             )
         except Exception as exc:  # a bug or bad pool params: fail this attempt clearly

@@ -10,6 +10,19 @@ expects:
   order, as failover priorities.
 * ``pool/<model>``: a configured model route's ordered ``instance:model``
   targets, as failover priorities; endpoints carry their model.
+
+Each cluster also fixes where the provider request is encoded, so each
+request costs as few gRPC messages as its cluster allows:
+
+* ``router``: one endpoint; the ROUTER role encodes everything (body, path,
+  credential) and the cluster has no UPSTREAM role.
+* ``shared``: several endpoints that would get the same path and body (same
+  backend type, model, parameters and base path, e.g. accounts of one
+  provider); the ROUTER role encodes once, the UPSTREAM role sets only the
+  chosen host's credential, from request headers alone.
+* ``per-attempt``: endpoints that need different bodies (another model or
+  schema); the ROUTER role sends the canonical envelope and the UPSTREAM
+  role encodes it for each attempt's host.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from extproc.config import Config
 from extproc.routing.selector import parse_selector
 
 ClusterKind = Literal["instance", "family", "pool"]
+Encoding = Literal["router", "shared", "per-attempt"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,8 @@ class Endpoint:
     host: str
     port: int
     base_path: str
+    #: The backend type (catalog name): it fixes the wire schema and quirks.
+    backend_type: str = "openai"
     model: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +72,17 @@ class ClusterPlan:
     @property
     def is_failover(self) -> bool:
         return len(self.endpoints) > 1
+
+    @property
+    def encoding(self) -> Encoding:
+        """Where the provider request body is encoded (see module docs)."""
+        if len(self.endpoints) == 1:
+            return "router"
+        first = self.endpoints[0]
+        key = (first.backend_type, first.model, first.params, first.base_path)
+        if all((e.backend_type, e.model, e.params, e.base_path) == key for e in self.endpoints):
+            return "shared"
+        return "per-attempt"
 
 
 def instance_cluster(instance: str) -> str:
@@ -83,6 +110,7 @@ def _endpoint(
         host=url.hostname or "",
         port=port,
         base_path=url.path.rstrip("/"),
+        backend_type=config.backend_type(instance),
         model=model,
         params=params,
     )

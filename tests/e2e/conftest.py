@@ -49,6 +49,8 @@ def two_backends(fake_a: FakeOpenAI, fake_b: FakeOpenAI, **top: object) -> dict[
             "base_url": fake_a.base_url,
             "api_key": f"{PROVIDER_KEY}-alpha",
             "models": ["gpt-4o-mini", "gpt-4o"],
+            # Account-specific: must never follow a retry to another account.
+            "headers": {"OpenAI-Organization": "org-fake-alpha"},
             **fast_health(),
         },
         "openai.1": {
@@ -60,7 +62,12 @@ def two_backends(fake_a: FakeOpenAI, fake_b: FakeOpenAI, **top: object) -> dict[
     }
     config = proxy_config(
         backends,
-        models={"smart": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o-mini"]}},
+        models={
+            # Different models: the UPSTREAM role encodes per attempt.
+            "smart": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o-mini"]},
+            # Same model on two accounts: encoded once, per-host credentials.
+            "twin": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o"]},
+        },
         default_backend="openai:gpt-4o-mini",
     )
     config.update(top)

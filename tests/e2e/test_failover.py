@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import openai
+import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.harness import CLIENT_KEY, ProxyProcess, wait_for
+from tests.harness import CLIENT_KEY, PROVIDER_KEY, ProxyProcess, wait_for
 
 POOL = "pool/smart"
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -18,13 +19,18 @@ def client(proxy: ProxyProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxy.openai_base_url, api_key=CLIENT_KEY, max_retries=0)
 
 
-def ask(proxy: ProxyProcess, stream: bool = False) -> str:
+def ask(proxy: ProxyProcess, stream: bool = False, model: str = "smart") -> str:
     c = client(proxy)
     if stream:
-        chunks = c.chat.completions.create(model="smart", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        chunks = c.chat.completions.create(model=model, messages=MESSAGES, stream=True)  # type: ignore[arg-type]
         return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    answer = c.chat.completions.create(model="smart", messages=MESSAGES)  # type: ignore[arg-type]
+    answer = c.chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
     return answer.choices[0].message.content or ""
+
+
+# The two pools: "smart" is encoded per attempt (different models), "twin"
+# once by the ROUTER role (same model, two accounts).
+SECOND = {"smart": "beta says hello to gpt-4o-mini", "twin": "beta says hello to gpt-4o"}
 
 
 def address(fake: FakeOpenAI) -> str:
@@ -47,39 +53,58 @@ def test_first_target_answers(proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: F
     assert len(fake_b.chat_requests()) == 0
 
 
+def assert_second_got_its_own_request(fake_b: FakeOpenAI, model: str) -> None:
+    [sent] = fake_b.chat_requests()
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}-beta"
+    # Envoy shares one header map between attempts: nothing of the first
+    # account (key, organization) may reach the second.
+    assert "openai-organization" not in sent.headers
+    assert "alpha" not in str(sent.headers)
+    assert sent.json is not None
+    assert sent.json["model"] == ("gpt-4o-mini" if model == "smart" else "gpt-4o")
+    assert not any(name.startswith("x-llm-") for name in sent.headers)
+
+
+@pytest.mark.parametrize("model", ["smart", "twin"])
 def test_503_fails_over_to_second(
-    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI, model: str
 ) -> None:
     fake_a.set_fault(status=503, count=1, chat_only=True)
-    assert ask(proxy) == "beta says hello to gpt-4o-mini"
-    assert len(fake_a.chat_requests()) == 1
-    assert len(fake_b.chat_requests()) == 1
+    assert ask(proxy, model=model) == SECOND[model]
+    [first] = fake_a.chat_requests()
+    assert first.headers["authorization"] == f"Bearer {PROVIDER_KEY}-alpha"
+    assert first.headers["openai-organization"] == "org-fake-alpha"
+    assert_second_got_its_own_request(fake_b, model)
 
 
+@pytest.mark.parametrize("model", ["smart", "twin"])
 def test_429_fails_over_to_second(
-    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI, model: str
 ) -> None:
     fake_a.set_fault(status=429, count=1, chat_only=True)
-    assert ask(proxy) == "beta says hello to gpt-4o-mini"
-    assert len(fake_b.chat_requests()) == 1
+    assert ask(proxy, model=model) == SECOND[model]
+    assert_second_got_its_own_request(fake_b, model)
 
 
+@pytest.mark.parametrize("model", ["smart", "twin"])
 def test_503_fails_over_for_streams_too(
-    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI, model: str
 ) -> None:
     fake_a.set_fault(status=503, count=1, chat_only=True)
-    assert ask(proxy, stream=True) == "beta says hello to gpt-4o-mini"
-    [sent] = fake_b.chat_requests()
-    assert sent.json is not None and sent.json["stream"] is True
+    assert ask(proxy, stream=True, model=model) == SECOND[model]
+    assert_second_got_its_own_request(fake_b, model)
+    assert fake_b.chat_requests()[0].json["stream"] is True  # type: ignore[index]
 
 
+@pytest.mark.parametrize("model", ["smart", "twin"])
 def test_connection_reset_fails_over(
-    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    proxy: ProxyProcess, fake_a: FakeOpenAI, fake_b: FakeOpenAI, model: str
 ) -> None:
     fake_a.set_fault(reset=True, count=1, chat_only=True)
-    assert ask(proxy) == "beta says hello to gpt-4o-mini"
+    assert ask(proxy, model=model) == SECOND[model]
     assert len(fake_a.chat_requests()) == 1
-    assert len(fake_b.chat_requests()) == 1
+    assert_second_got_its_own_request(fake_b, model)
 
 
 def test_refused_connection_fails_over_and_health_checks_follow(

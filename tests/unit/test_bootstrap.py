@@ -206,3 +206,31 @@ def test_baseline_variant_has_no_ext_proc(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     with pytest.raises(ValueError):
         build_bootstrap(config, baseline_cluster="pool/none")
+
+
+def test_upstream_role_only_where_envoy_chooses_the_host() -> None:
+    config = build_config(
+        {
+            **CONFIGS["local-pool"],
+            "models": {
+                "smart": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o-mini"]},
+                "twin": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o"]},
+            },
+        }
+    )
+    by_name = clusters(build_bootstrap(config, ca_file="/etc/ssl/certs/ca.pem"))
+
+    def upstream_filters(name: str) -> list[dict[str, Any]]:
+        options = by_name[name]["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
+        filters: list[dict[str, Any]] = options["http_filters"]
+        return filters
+
+    assert [f["name"] for f in upstream_filters("instance/openai")] == [
+        "envoy.filters.http.upstream_codec"
+    ]
+    per_attempt = upstream_filters("pool/smart")[0]["typed_config"]["processing_mode"]
+    assert per_attempt["request_body_mode"] == "BUFFERED"
+    shared = upstream_filters("pool/twin")[0]["typed_config"]["processing_mode"]
+    assert shared["request_body_mode"] == "NONE"

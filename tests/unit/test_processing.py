@@ -127,45 +127,77 @@ def test_request_body_errors(app: App, payload: bytes, status: int, code: str) -
     assert error_of(reply)["code"] == code
 
 
-def upstream_request(app: App, host: dict[str, Any], payload: bytes) -> Continue:
+def upstream_request(app: App, host: dict[str, Any], payload: bytes) -> tuple[Continue, Continue]:
     """Route ``payload`` (to a pool, so an envelope) then run the UPSTREAM role."""
     _, routed_action = routed(app, payload)
     assert routed_action.set_headers["x-llm-cluster"] == "pool/smart"
     assert routed_action.body is not None
     upstream = app.upstream(host)
-    headers_action = upstream.request_headers(
-        {":path": "/v1/chat/completions", "accept-encoding": "gzip", "x-llm-cluster": "x"}, False
-    )
+    # What an earlier attempt at another account left in Envoy's shared header map.
+    leftovers = {
+        ":path": "/v1/chat/completions",
+        "accept-encoding": "gzip",
+        "x-llm-cluster": "x",
+        "authorization": "Bearer sk-fake-provider-a",
+        "openai-organization": "org-fake",
+    }
+    headers_action = upstream.request_headers(leftovers, False)
     assert isinstance(headers_action, Continue)
-    assert set(headers_action.remove_headers) == {"accept-encoding", "x-llm-cluster"}
     action = upstream.request_body(routed_action.body, True)
     assert isinstance(action, Continue)
-    return action
+    return headers_action, action
 
 
 def test_upstream_sets_path_key_and_body(app: App) -> None:
-    action = upstream_request(app, {**HOST_A, "model": "gpt-4o"}, body(model="smart"))
+    first, action = upstream_request(app, {**HOST_A, "model": "gpt-4o"}, body(model="smart"))
+    assert first.set_headers == {
+        "accept-encoding": "identity",
+        "openai-organization": "org-fake",
+        "authorization": "Bearer sk-fake-provider-a",
+    }
+    assert set(first.remove_headers) == {"x-llm-cluster"}
     headers = action.set_headers
     assert headers[":path"] == "/v1/chat/completions"
-    assert headers["authorization"] == "Bearer sk-fake-provider-a"
-    assert headers["openai-organization"] == "org-fake"
     assert action.body is not None and headers["content-length"] == str(len(action.body))
     assert json.loads(action.body) == json.loads(body(model="gpt-4o"))
 
 
-def test_upstream_pool_endpoint_model_and_params(app: App) -> None:
+def test_upstream_pool_endpoint_model_params_and_no_leftovers(app: App) -> None:
     host = {
         "instance": "openai.1",
         "schema": "openai-chat",
         "model": "mini",
         "params": '{"temperature": 0.2}',
     }
-    action = upstream_request(app, host, body(model="smart", temperature=1.5))
+    first, action = upstream_request(app, host, body(model="smart", temperature=1.5))
+    assert first.set_headers["authorization"] == "Bearer sk-fake-provider-b"
+    # The first account's organization header must not follow the retry.
+    assert set(first.remove_headers) == {"x-llm-cluster", "openai-organization"}
     assert action.set_headers[":path"] == "/api/v1/chat/completions"
-    assert action.set_headers["authorization"] == "Bearer sk-fake-provider-b"
     assert action.body is not None
     sent = json.loads(action.body)
     assert sent["model"] == "mini" and sent["temperature"] == 0.2
+
+
+def test_shared_cluster_is_encoded_once_by_the_router() -> None:
+    config = {
+        **CONFIG,
+        "backends": {
+            **CONFIG["backends"],
+            "openai.2": {"base_url": "http://127.0.0.1:9003/v1", "api_key": "sk-fake-provider-c"},
+        },
+        "models": {"twin": {"failover": ["openai:gpt-4o", "openai.2:gpt-4o"]}},
+    }
+    app = App(build_config(config))
+    assert app.plans["pool/twin"].encoding == "shared"
+    _, action = routed(app, body(model="twin"))
+    assert action.set_headers[":path"] == "/v1/chat/completions"
+    assert "authorization" not in action.set_headers  # per host, by the UPSTREAM role
+    assert action.body is not None and json.loads(action.body)["model"] == "gpt-4o"
+    first = app.upstream({"instance": "openai.2", "schema": "openai-chat", "model": "gpt-4o"})
+    step = first.request_headers({"authorization": "Bearer sk-fake-provider-a"}, False)
+    assert isinstance(step, Continue)
+    assert step.set_headers["authorization"] == "Bearer sk-fake-provider-c"
 
 
 def test_upstream_unknown_instance_fails_the_attempt(app: App) -> None:

@@ -129,3 +129,23 @@ def test_apply_params() -> None:
         apply_params(request, {"temperature": "warm"})
     with pytest.raises(InvalidRequest):
         apply_params(request, {"messages": "x"})
+
+
+def test_where_each_cluster_encodes() -> None:
+    plans = plan_clusters(
+        build_config(
+            {
+                **CONFIG,
+                "models": {
+                    "smart": CONFIG["models"]["smart"],  # type: ignore[index]
+                    "twin": {"failover": ["openai:gpt-4o", "openai.1:gpt-4o"]},
+                    "mixed-path": {"failover": ["vllm.1:m", "vllm.2:m"]},
+                },
+            }
+        )
+    )
+    assert plans["instance/openai"].encoding == "router"
+    assert plans["pool/smart"].encoding == "per-attempt"  # different models
+    assert plans["pool/twin"].encoding == "shared"  # same type, model, base path
+    assert plans["family/vllm"].encoding == "shared"  # model comes from the request
+    assert plans["pool/mixed-path"].encoding == "shared"

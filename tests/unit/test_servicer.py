@@ -122,9 +122,11 @@ def test_upstream_role_is_detected_by_host_metadata() -> None:
     replies = run(
         [first, pb.ProcessingRequest(request_body=pb.HttpBody(body=envelope, end_of_stream=True))]
     )
+    assert header_mutations(replies[0].request_headers.response)["authorization"] == (
+        "Bearer sk-fake-provider"
+    )
     mutations = header_mutations(replies[1].request_body.response)
     assert mutations[":path"] == "/v1/chat/completions"
-    assert mutations["authorization"] == "Bearer sk-fake-provider"
     sent = json.loads(replies[1].request_body.response.body_mutation.body)
     assert sent == {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
