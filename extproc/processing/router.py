@@ -19,7 +19,6 @@ from extproc.canonical.aggregate import aggregate_events, response_events
 from extproc.codecs import Codec, get_codec
 from extproc.errors import InvalidRequest, PayloadTooLarge, ProxyError
 from extproc.pipeline import RequestContext
-from extproc.pipeline.stages.access import key_id
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.frontends import Endpoint, match_endpoint, protocol_for_path
 from extproc.processing.headers import (
@@ -75,7 +74,6 @@ class RouterProcessor:
                     if k not in CLIENT_CREDENTIAL_HEADERS and not k.startswith(":")
                 },
                 client_key=key,
-                client_key_id=key_id(key) if key else None,
             )
             self.app.pipeline.request_headers(ctx, headers)
             if endpoint.kind == "list_models":

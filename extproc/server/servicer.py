@@ -43,9 +43,12 @@ def headers_dict(header_map: Any) -> dict[str, str]:
     """Envoy's header map as a dict (values arrive in ``raw_value``)."""
     out: dict[str, str] = {}
     for header in header_map.headers:
-        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
         key = header.key
-        out[key] = f"{out[key]}, {value}" if key in out else value
+        raw = header.raw_value
+        value = raw.decode("utf-8", "replace") if raw else header.value
+        if key in out:  # a repeated header: join, as HTTP allows
+            value = f"{out[key]}, {value}"
+        out[key] = value
     return out
 
 

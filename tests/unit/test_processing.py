@@ -402,3 +402,12 @@ def test_sse_answer_to_a_buffered_client_is_aggregated(app: App) -> None:
     assert answer["object"] == "chat.completion"
     assert answer["choices"][0]["message"]["content"] == "Hi"
     assert answer["usage"]["total_tokens"] == 4
+
+
+def test_client_key_id_is_stable_and_not_the_key(app: App) -> None:
+    router, _ = routed(app, body())
+    assert router.ctx is not None
+    key_id = router.ctx.client_key_id
+    assert key_id is not None and key_id.startswith("key-") and "sk-fake" not in key_id
+    assert key_id == router.ctx.client_key_id
+    assert "authorization" not in router.ctx.headers

@@ -11,11 +11,6 @@ from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import Stage
 
 
-def key_id(key: str) -> str:
-    """A short, stable, non-reversible id for a client key (for logs/usage)."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
 class AccessControlStage(Stage):
     name = "access"
 
