@@ -16,6 +16,10 @@ CLIENT_CREDENTIAL_HEADERS = frozenset(
     {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"}
 )
 
+#: Envoy's router adds this to every answer that came from an upstream (and
+#: never to its own local replies).
+UPSTREAM_MARK = "x-envoy-upstream-service-time"
+
 #: Provider response headers that describe the provider account, not the
 #: client's request; they are not passed on.
 RESPONSE_HEADERS_TO_STRIP = frozenset(

@@ -26,6 +26,7 @@ from extproc.processing.headers import (
     CLUSTER_HEADER,
     INTERNAL_PREFIX,
     RESPONSE_HEADERS_TO_STRIP,
+    UPSTREAM_MARK,
     client_key,
 )
 from extproc.processing.translate import StreamTranslator
@@ -145,7 +146,11 @@ class RouterProcessor:
             self._status = 502
         self._retry_after = headers.get("retry-after")
         schema = (host or {}).get("schema")
-        self._backend = get_codec(schema) if isinstance(schema, str) else None
+        # Envoy's router marks answers that came from an upstream; a local
+        # reply (timeout, no healthy host, ...) lacks the mark even when a
+        # host had been chosen.
+        from_upstream = UPSTREAM_MARK in headers
+        self._backend = get_codec(schema) if isinstance(schema, str) and from_upstream else None
         remove = [
             h for h in headers if h in RESPONSE_HEADERS_TO_STRIP or h.startswith(INTERNAL_PREFIX)
         ]
@@ -309,6 +314,7 @@ _LOCAL_REPLIES = {
         "no backend is available for this model: every target is failing or unhealthy"
     ),
     "upstream request timeout": "the backend did not answer in time",
+    "stream timeout": "the backend stopped sending (idle timeout)",
 }
 
 

@@ -36,6 +36,8 @@ HEADERS = {
     "x-request-id": "req-1",
 }
 HOST_A = {"instance": "openai", "schema": "openai-chat"}
+#: Envoy's router marks answers that came from an upstream host.
+FROM_UPSTREAM = {"x-envoy-upstream-service-time": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +257,12 @@ def streamed(app: App, include_usage: bool, chunks: list[bytes]) -> bytes:
     options = {"stream_options": {"include_usage": True}} if include_usage else {}
     router, _ = routed(app, body(stream=True, **options))
     action = router.response_headers(
-        {":status": "200", "content-type": "text/event-stream", "content-length": "9"},
+        {
+            ":status": "200",
+            **FROM_UPSTREAM,
+            "content-type": "text/event-stream",
+            "content-length": "9",
+        },
         False,
         HOST_A,
     )
@@ -292,7 +299,12 @@ def test_truncated_stream_ends_with_an_error_event(app: App) -> None:
 def test_same_protocol_answer_skips_the_processor_when_no_stage_needs_it(app: App) -> None:
     router, _ = routed(app, body())
     action = router.response_headers(
-        {":status": "200", "content-type": "application/json", "openai-organization": "org-x"},
+        {
+            ":status": "200",
+            **FROM_UPSTREAM,
+            "content-type": "application/json",
+            "openai-organization": "org-x",
+        },
         False,
         HOST_A,
     )
@@ -313,7 +325,7 @@ def test_buffered_answer_same_protocol_is_untouched() -> None:
     app.pipeline = Pipeline([*app.pipeline.stages, _Watcher()])
     router, _ = routed(app, body())
     action = router.response_headers(
-        {":status": "200", "content-type": "application/json"}, False, HOST_A
+        {":status": "200", **FROM_UPSTREAM, "content-type": "application/json"}, False, HOST_A
     )
     assert isinstance(action, Continue) and action.response_body_mode is None
     answer = json.dumps(
@@ -340,7 +352,9 @@ def test_buffered_answer_same_protocol_is_untouched() -> None:
 
 def test_provider_error_is_normalised(app: App) -> None:
     router, _ = routed(app, body())
-    router.response_headers({":status": "502", "content-type": "text/html"}, False, HOST_A)
+    router.response_headers(
+        {":status": "502", **FROM_UPSTREAM, "content-type": "text/html"}, False, HOST_A
+    )
     action = router.response_body(b"<html>bad gateway</html>", True)
     assert isinstance(action, Continue) and action.body is not None
     error = json.loads(action.body)["error"]
@@ -368,7 +382,9 @@ def test_headers_only_error_gets_a_body(app: App) -> None:
 
 def test_json_answer_to_a_streaming_client_is_streamed(app: App) -> None:
     router, _ = routed(app, body(stream=True))
-    router.response_headers({":status": "200", "content-type": "application/json"}, False, HOST_A)
+    router.response_headers(
+        {":status": "200", **FROM_UPSTREAM, "content-type": "application/json"}, False, HOST_A
+    )
     answer = json.dumps(
         {
             "id": "x",
@@ -395,7 +411,9 @@ def test_json_answer_to_a_streaming_client_is_streamed(app: App) -> None:
 
 def test_sse_answer_to_a_buffered_client_is_aggregated(app: App) -> None:
     router, _ = routed(app, body())
-    router.response_headers({":status": "200", "content-type": "text/event-stream"}, False, HOST_A)
+    router.response_headers(
+        {":status": "200", **FROM_UPSTREAM, "content-type": "text/event-stream"}, False, HOST_A
+    )
     action = router.response_body(SSE_OK, True)
     assert isinstance(action, Continue) and action.body is not None
     answer = json.loads(action.body)
@@ -411,3 +429,13 @@ def test_client_key_id_is_stable_and_not_the_key(app: App) -> None:
     assert key_id is not None and key_id.startswith("key-") and "sk-fake" not in key_id
     assert key_id == router.ctx.client_key_id
     assert "authorization" not in router.ctx.headers
+
+
+def test_local_reply_after_a_host_was_chosen_is_still_envoys(app: App) -> None:
+    """Envoy's idle timeout fires after routing: host metadata, but no upstream mark."""
+    router, _ = routed(app, body())
+    router.response_headers({":status": "504", "content-type": "text/plain"}, False, HOST_A)
+    action = router.response_body(b"stream timeout", True)
+    assert isinstance(action, Continue) and action.body is not None
+    error = json.loads(action.body)["error"]
+    assert error["code"] == "upstream_timeout" and "idle" in error["message"]

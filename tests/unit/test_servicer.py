@@ -138,7 +138,9 @@ def test_stream_mode_override_on_sse_answer() -> None:
         {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     )
     response = pb.ProcessingRequest(
-        response_headers=headers(_status="200", content_type="text/event-stream")
+        response_headers=headers(
+            _status="200", content_type="text/event-stream", x_envoy_upstream_service_time="2"
+        )
     )
     attributes = struct_pb2.Struct()
     attributes.update({"xds.upstream_host_metadata": HOST_METADATA})
