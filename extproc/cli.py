@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, overrides_from(args))
+        # Routes are checked beyond the schema (e.g. pool target parameters).
+        from extproc.routing import plan_clusters
+
+        plan_clusters(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

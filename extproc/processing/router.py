@@ -1,8 +1,9 @@
 """The ROUTER role: one instance per client request, in the listener's filter chain.
 
 Request side: classify the endpoint, authenticate, decode the client's
-protocol, run the pipeline (which routes), and hand Envoy the canonical
-envelope plus the cluster to use. Response side: translate the winning
+protocol, run the pipeline (which routes), and hand Envoy the cluster to use
+with a body encoded as far as the cluster allows (see the encodings in
+:mod:`extproc.routing.topology`). Response side: translate the winning
 attempt's answer (or Envoy's local reply) back into the client's dialect,
 chunk by chunk for streams.
 """
@@ -20,7 +21,7 @@ from extproc.codecs import Codec, get_codec
 from extproc.errors import InvalidRequest, PayloadTooLarge, ProxyError
 from extproc.pipeline import RequestContext
 from extproc.processing.actions import Action, Continue, Reply
-from extproc.processing.frontends import Endpoint, match_endpoint, protocol_for_path
+from extproc.processing.frontends import match_endpoint, protocol_for_path
 from extproc.processing.headers import (
     CLIENT_CREDENTIAL_HEADERS,
     CLUSTER_HEADER,
@@ -44,7 +45,6 @@ class RouterProcessor:
     def __init__(self, app: App) -> None:
         self.app = app
         self.ctx: RequestContext | None = None
-        self.endpoint: Endpoint | None = None
         self.codec: Codec | None = None
         self.request: CanonicalRequest | None = None
         # response side
@@ -61,7 +61,7 @@ class RouterProcessor:
         method = headers.get(":method", "")
         path = headers.get(":path", "/")
         try:
-            self.endpoint = endpoint = match_endpoint(method, path)
+            endpoint = match_endpoint(method, path)
             self.codec = get_codec(endpoint.protocol)
             key = client_key(headers)
             self.ctx = ctx = RequestContext(
@@ -108,9 +108,16 @@ class RouterProcessor:
                 raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
             request = codec.decode_request(data)
             self.app.pipeline.request(ctx, request)
+            self.request = request
+            set_headers, out = self._encode(ctx, request)
         except ProxyError as exc:
             return self._error_reply(exc, ctx.path)
-        self.request = request
+        return Continue(set_headers=set_headers, body=out, clear_route_cache=True)
+
+    def _encode(
+        self, ctx: RequestContext, request: CanonicalRequest
+    ) -> tuple[dict[str, str], bytes]:
+        """The body for Envoy, and headers, as far as the chosen cluster allows."""
         route = ctx.route
         assert route is not None
         plan = self.app.plans[route.cluster]
@@ -119,19 +126,21 @@ class RouterProcessor:
         if plan.encoding == "router":
             # One possible host: encode for it here; the cluster has no
             # UPSTREAM role (see routing/topology.py).
-            backend = self.app.backends[endpoint.instance]
-            set_headers, out = backend.prepare(request, model, endpoint.params)
+            set_headers, out = self.app.backends[endpoint.instance].prepare(
+                request, model, endpoint.params
+            )
         elif plan.encoding == "shared":
             # Every host gets the same path and body: encode them once; the
             # UPSTREAM role adds the chosen host's credential.
-            backend = self.app.backends[endpoint.instance]
-            set_headers, out = backend.encode(request, model, endpoint.params)
+            set_headers, out = self.app.backends[endpoint.instance].encode(
+                request, model, endpoint.params
+            )
         else:
             envelope = Envelope(request=request, model=route.model, request_id=ctx.request_id)
             out = _envelope_encoder.encode(envelope)
             set_headers = {"content-type": "application/json", "content-length": str(len(out))}
         set_headers[CLUSTER_HEADER] = route.cluster
-        return Continue(set_headers=set_headers, body=out, clear_route_cache=True)
+        return set_headers, out
 
     # -- response ------------------------------------------------------------
 

@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from extproc.canonical import CanonicalRequest
 from extproc.config import Config
+from extproc.errors import ConfigError, ProxyError
+from extproc.routing.params import apply_params
 from extproc.routing.selector import parse_selector
 
 ClusterKind = Literal["instance", "family", "pool"]
@@ -131,7 +134,12 @@ def plan_clusters(config: Config) -> dict[str, ClusterPlan]:
     for model, route in config.models.items():
         targets: list[Endpoint] = []
         for priority, target in enumerate(route.failover):
-            selector = parse_selector(target)
+            try:
+                selector = parse_selector(target)
+                # Fail at startup, not per request, on parameters that cannot apply.
+                apply_params(CanonicalRequest(protocol="", model=""), selector.params)
+            except ProxyError as exc:
+                raise ConfigError(f"models.{model}: target {target!r}: {exc.message}") from None
             assert selector.backend is not None  # validated by Config
             targets.append(
                 _endpoint(config, selector.backend, priority, selector.model, selector.params)

@@ -172,6 +172,16 @@ def test_bad_config_is_reported_with_its_location(tmp_path: Path) -> None:
     assert "backends.openai.api_key" in result.stderr
 
 
+def test_bad_pool_parameter_is_a_startup_error(tmp_path: Path) -> None:
+    config = proxy_config(
+        {"openai": {"api_key": "sk-fake", "base_url": "http://127.0.0.1:9/v1"}},
+        models={"hot": {"failover": ["openai:gpt-4o?temperature=very"]}},
+    )
+    proxy = start_proxy(tmp_path, config, wait=False)
+    assert proxy.proc.wait(30) == 2
+    assert "models.hot" in proxy.log() and "Traceback" not in proxy.log()
+
+
 def test_envoy_config_command_output_is_valid_for_envoy(
     tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI
 ) -> None:

@@ -149,3 +149,13 @@ def test_where_each_cluster_encodes() -> None:
     assert plans["pool/twin"].encoding == "shared"  # same type, model, base path
     assert plans["family/vllm"].encoding == "shared"  # model comes from the request
     assert plans["pool/mixed-path"].encoding == "shared"
+
+
+def test_bad_pool_parameters_fail_at_startup() -> None:
+    from extproc.errors import ConfigError
+
+    config = build_config(
+        {**CONFIG, "models": {"hot": {"failover": ["openai:gpt-4o?temperature=very"]}}}
+    )
+    with pytest.raises(ConfigError, match=r"models\.hot: target .*temperature"):
+        plan_clusters(config)
