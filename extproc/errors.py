@@ -47,12 +47,6 @@ class AuthenticationFailed(ProxyError):
     code = "invalid_api_key"
 
 
-class PermissionDenied(ProxyError):
-    status = 403
-    error_type = "permission_error"
-    code = "permission_denied"
-
-
 class NotFound(ProxyError):
     """404: unknown path, model, backend or instance."""
 
@@ -71,41 +65,6 @@ class PayloadTooLarge(ProxyError):
     status = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
-
-
-class UnsupportedMediaType(ProxyError):
-    status = 415
-    error_type = "invalid_request_error"
-    code = "unsupported_media_type"
-
-
-class RateLimited(ProxyError):
-    status = 429
-    error_type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-
-
-class UpstreamError(ProxyError):
-    """An error answered by (or on the way to) a provider, status kept."""
-
-    error_type = "api_error"
-    code = "upstream_error"
-
-    def __init__(self, message: str, *, status: int, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.status = status
-
-
-class ServiceUnavailable(ProxyError):
-    status = 503
-    error_type = "service_unavailable"
-    code = "service_unavailable"
-
-
-class GatewayTimeout(ProxyError):
-    status = 504
-    error_type = "timeout_error"
-    code = "upstream_timeout"
 
 
 class ConfigError(Exception):

@@ -22,11 +22,6 @@ from extproc.canonical import (
 )
 
 
-class EncodedRequest(Protocol):
-    path: str
-    body: bytes
-
-
 class StreamDecoder(Protocol):
     """Provider stream bytes -> canonical events, one instance per stream."""
 
