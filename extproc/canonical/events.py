@@ -27,8 +27,11 @@ class TextDelta(msgspec.Struct, tag="text", omit_defaults=True):
 
 
 class ReasoningDelta(msgspec.Struct, tag="reasoning", omit_defaults=True):
+    """Reasoning text and/or its replay token (``signature``), or a redacted block."""
+
     text: str = ""
     signature: str | None = None
+    redacted: str | None = None
 
 
 class ToolCallStart(msgspec.Struct, tag="tool_start", omit_defaults=True):
@@ -44,6 +47,7 @@ class ToolCallDelta(msgspec.Struct, tag="tool_delta", omit_defaults=True):
 
 class Finish(msgspec.Struct, tag="finish", omit_defaults=True):
     reason: FinishReason
+    stop_sequence: str | None = None
 
 
 class UsageReport(msgspec.Struct, tag="usage", omit_defaults=True):

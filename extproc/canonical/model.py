@@ -58,12 +58,20 @@ class ToolResultPart(msgspec.Struct, tag="tool_result", omit_defaults=True):
 
 
 class ReasoningPart(msgspec.Struct, tag="reasoning", omit_defaults=True):
-    """Reasoning/thinking output; replay tokens are valid only for ``provider``."""
+    """Reasoning/thinking output; replay tokens are valid only for ``provider``.
+
+    ``provider`` is the wire protocol that produced it (``anthropic``,
+    ``gemini``, ``openai-responses``...). Encoders for another protocol drop
+    ``signature``/``redacted`` (replay tokens never cross providers) and
+    apply their documented rule to the text.
+    """
 
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
     provider: str | None = None
+    #: Source-protocol fields (e.g. a Responses reasoning item's id).
+    extra: dict[str, Any] | None = None
 
 
 class OpaquePart(msgspec.Struct, tag="opaque", omit_defaults=True):
@@ -107,9 +115,28 @@ class ToolChoice(msgspec.Struct, omit_defaults=True):
 
 
 class Reasoning(msgspec.Struct, omit_defaults=True):
+    """Reasoning controls: an effort level and/or a token budget.
+
+    ``enabled`` is an explicit switch (Anthropic ``thinking.type``, Gemini
+    budget 0); ``include_thoughts`` asks for visible reasoning (Anthropic
+    thinking blocks, Gemini ``includeThoughts``, Responses ``summary``).
+    """
+
     effort: str | None = None
     budget_tokens: int | None = None
     summary: str | None = None
+    enabled: bool | None = None
+    include_thoughts: bool | None = None
+
+
+class ResponseFormat(msgspec.Struct, omit_defaults=True):
+    """Structured output: plain text, any JSON object, or a JSON Schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
 
 
 class CanonicalRequest(msgspec.Struct, omit_defaults=True):
@@ -123,12 +150,14 @@ class CanonicalRequest(msgspec.Struct, omit_defaults=True):
     parallel_tool_calls: bool | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
     max_output_tokens: int | None = None
     stop: list[str] | None = None
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     reasoning: Reasoning | None = None
+    response_format: ResponseFormat | None = None
     stream: bool = False
     #: The client asked for usage in the stream (OpenAI ``include_usage``).
     include_usage: bool = False
@@ -159,6 +188,8 @@ class CanonicalResponse(msgspec.Struct, omit_defaults=True):
     created: int = 0
     content: list[Part] = msgspec.field(default_factory=list)
     finish_reason: FinishReason | None = None
+    #: The stop sequence that ended the answer, when the provider says.
+    stop_sequence: str | None = None
     usage: Usage | None = None
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
-
-import msgspec
 
 from backends import get_type
 from extproc.canonical import CanonicalRequest
-from extproc.codecs import Codec, get_codec
+from extproc.codecs import CODECS, Codec, get_codec
+from extproc.codecs.base import ModelInfo
 from extproc.config import Config
 from extproc.errors import NotFound
 from extproc.pipeline import Pipeline, Stage
@@ -122,8 +120,9 @@ class App:
         self.backend_header_names = frozenset(
             name for backend in self.backends.values() for name in backend.headers
         )
-        self._models = self._model_list()
-        self.models_body = msgspec.json.encode({"object": "list", "data": self._models})
+        self.models = self._model_list()
+        #: Protocols with a codec: the frontends the proxy answers.
+        self.protocols = frozenset(CODECS)
 
     def router(self) -> RouterProcessor:
         return RouterProcessor(self)
@@ -131,20 +130,17 @@ class App:
     def upstream(self, host: dict[str, Any]) -> UpstreamProcessor:
         return UpstreamProcessor(self, host)
 
-    def model_body(self, model: str) -> bytes:
-        model = unquote(model)
-        for entry in self._models:
-            if entry["id"] == model:
-                return msgspec.json.encode(entry)
+    def model_info(self, model: str) -> ModelInfo:
+        for entry in self.models:
+            if entry.id == model:
+                return entry
         raise NotFound(f"the model {model!r} does not exist", code="model_not_found", param="model")
 
-    def _model_list(self) -> list[dict[str, Any]]:
-        seen: dict[str, dict[str, Any]] = {}
+    def _model_list(self) -> list[ModelInfo]:
+        seen: dict[str, ModelInfo] = {}
 
         def add(model_id: str, owner: str) -> None:
-            seen.setdefault(
-                model_id, {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
-            )
+            seen.setdefault(model_id, ModelInfo(id=model_id, owned_by=owner))
 
         for name in self.config.models:
             add(name, "llm-proxy")

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import msgspec
 
 from extproc.canonical import CanonicalError, CanonicalRequest, Envelope
 from extproc.canonical.aggregate import aggregate_events, response_events
+from extproc.canonical.tokens import estimate_tokens
 from extproc.codecs import Codec, get_codec
+from extproc.codecs.base import RequestMeta, ResponseContext
 from extproc.errors import InvalidRequest, PayloadTooLarge, ProxyError
 from extproc.pipeline import RequestContext
 from extproc.processing.actions import Action, Continue, Reply
-from extproc.processing.frontends import match_endpoint, protocol_for_path
+from extproc.processing.frontends import dialect_for, match_endpoint
 from extproc.processing.headers import (
     CLIENT_CREDENTIAL_HEADERS,
     CLUSTER_HEADER,
@@ -45,6 +48,9 @@ class RouterProcessor:
     def __init__(self, app: App) -> None:
         self.app = app
         self.ctx: RequestContext | None = None
+        self.meta: RequestMeta | None = None
+        self.kind = "generate"
+        self._dialect = "openai-chat"
         self.codec: Codec | None = None
         self.request: CanonicalRequest | None = None
         # response side
@@ -59,39 +65,58 @@ class RouterProcessor:
 
     def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
         method = headers.get(":method", "")
-        path = headers.get(":path", "/")
+        raw_path = headers.get(":path", "/")
+        path, _, query_string = raw_path.partition("?")
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        self._dialect = dialect_for(path, headers, query)
         try:
-            endpoint = match_endpoint(method, path)
-            self.codec = get_codec(endpoint.protocol)
-            key = client_key(headers)
+            endpoint = match_endpoint(method, path, headers, query, self.app.protocols)
+            self.codec = codec = get_codec(endpoint.protocol)
+            self.kind = endpoint.kind
+            key = client_key(headers) or query.get("key")
+            public_query = {k: v for k, v in query.items() if k != "key"}
+            clean_headers = {
+                k: v
+                for k, v in headers.items()
+                if k not in CLIENT_CREDENTIAL_HEADERS and not k.startswith((":", INTERNAL_PREFIX))
+            }
+            self.meta = RequestMeta(
+                method=method,
+                path=path,
+                query=public_query,
+                headers=clean_headers,
+                path_params=endpoint.params,
+            )
             self.ctx = ctx = RequestContext(
                 request_id=headers.get("x-request-id", ""),
                 frontend=endpoint.protocol,
                 method=method,
                 path=path,
-                headers={
-                    k: v
-                    for k, v in headers.items()
-                    if k not in CLIENT_CREDENTIAL_HEADERS and not k.startswith(":")
-                },
+                headers=clean_headers,
                 client_key=key,
             )
             self.app.pipeline.request_headers(ctx, headers)
             if endpoint.kind == "list_models":
-                return self._json_reply(200, self.app.models_body)
+                return self._json_reply(200, codec.encode_model_list(self.app.models))
             if endpoint.kind == "get_model":
-                return self._json_reply(200, self.app.model_body(endpoint.model or ""))
+                model = self.app.model_info(unquote(endpoint.params.get("model", "")))
+                return self._json_reply(200, codec.encode_model(model))
             if end_of_stream:
                 raise InvalidRequest("the request has no body; send a JSON object")
         except ProxyError as exc:
-            return self._error_reply(exc, path)
+            return self._error_reply(exc)
         remove = [
             h for h in headers if h in CLIENT_CREDENTIAL_HEADERS or h.startswith(INTERNAL_PREFIX)
         ]
-        return Continue(remove_headers=remove)
+        set_headers = {}
+        if "key" in query:
+            # A Gemini client's key in the URL must not reach logs or providers.
+            clean = urlencode(public_query)
+            set_headers[":path"] = path + (f"?{clean}" if clean else "")
+        return Continue(set_headers=set_headers, remove_headers=remove)
 
     def request_body(self, body: bytes, end_of_stream: bool) -> Action:
-        assert self.ctx is not None and self.codec is not None
+        assert self.ctx is not None and self.codec is not None and self.meta is not None
         ctx, codec = self.ctx, self.codec
         try:
             limit = self.app.config.limits.max_request_bytes
@@ -106,12 +131,15 @@ class RouterProcessor:
                 ) from None
             if not isinstance(data, dict):
                 raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
-            request = codec.decode_request(data)
+            if self.kind == "count_tokens":
+                counted = codec.decode_count_request(data, self.meta)
+                return self._json_reply(200, codec.encode_count_response(estimate_tokens(counted)))
+            request = codec.decode_request(data, self.meta)
             self.app.pipeline.request(ctx, request)
             self.request = request
             set_headers, out = self._encode(ctx, request)
         except ProxyError as exc:
-            return self._error_reply(exc, ctx.path)
+            return self._error_reply(exc)
         return Continue(set_headers=set_headers, body=out, clear_route_cache=True)
 
     def _encode(
@@ -147,7 +175,7 @@ class RouterProcessor:
     def response_headers(
         self, headers: dict[str, str], end_of_stream: bool, host: dict[str, Any] | None
     ) -> Action:
-        codec = self.codec or get_codec(protocol_for_path(headers.get(":path", "/")))
+        codec = self.codec or get_codec(self._dialect)
         self.codec = codec
         try:
             self._status = int(headers.get(":status", "0"))
@@ -163,6 +191,9 @@ class RouterProcessor:
         remove = [
             h for h in headers if h in RESPONSE_HEADERS_TO_STRIP or h.startswith(INTERNAL_PREFIX)
         ]
+        status_header = {}
+        if (client_status := codec.client_status(self._status)) != self._status:
+            status_header[":status"] = str(client_status)
         ctype = headers.get("content-type", "")
         streaming = self._status == 200 and ctype.startswith("text/event-stream")
         wants_stream = self.request is not None and self.request.stream
@@ -171,7 +202,7 @@ class RouterProcessor:
             self._mode = "stream"
             self._translator = StreamTranslator(
                 decoder=self._backend.stream_decoder(),
-                encoder=codec.stream_encoder(self.request.include_usage, self.request.model),
+                encoder=codec.stream_encoder(self._response_context()),
                 same_protocol=self._backend.name == codec.name,
                 pipeline=self.app.pipeline,
                 ctx=self.ctx,
@@ -195,18 +226,20 @@ class RouterProcessor:
             # Same protocol, a complete answer, and no stage wants to see it:
             # the body passes through Envoy unseen (one round trip fewer).
             self._end()
-            return Continue(remove_headers=remove, response_body_mode="none")
+            return Continue(
+                set_headers=status_header, remove_headers=remove, response_body_mode="none"
+            )
         self._mode = "sse-to-json" if streaming else "buffer"
         if end_of_stream:
             # No body will follow: answer errors (and empty 200s) with a body now.
             body, extra = self._buffered(b"")
             return Continue(
-                set_headers={**extra, "content-length": str(len(body))},
+                set_headers={**status_header, **extra, "content-length": str(len(body))},
                 remove_headers=remove,
                 body=body,
                 replace=True,
             )
-        return Continue(remove_headers=remove)
+        return Continue(set_headers=status_header, remove_headers=remove)
 
     def response_body(self, body: bytes, end_of_stream: bool) -> Action:
         if self._mode == "stream":
@@ -251,12 +284,22 @@ class RouterProcessor:
         final = self.app.pipeline.response(self.ctx, response)
         if self.request.stream:
             # The client asked for a stream but the provider answered at once.
-            encoder = codec.stream_encoder(self.request.include_usage, self.request.model)
+            encoder = codec.stream_encoder(self._response_context())
             out = encoder.encode(response_events(final)) + encoder.finish()
             return out, {"content-type": codec.stream_content_type}
         if same and final is response:
             return body, {}
-        return codec.encode_response(final, self.request.model), json_headers
+        return codec.encode_response(final, self._response_context()), json_headers
+
+    def _response_context(self) -> ResponseContext:
+        request, codec = self.request, self.codec
+        assert request is not None and codec is not None
+        estimate = estimate_tokens(request) if codec.reports_input_early else 0
+        return ResponseContext(
+            request_model=request.model,
+            include_usage=request.include_usage,
+            estimated_input_tokens=estimate,
+        )
 
     def _error_from_upstream(self, body: bytes) -> CanonicalError:
         if self._backend is not None:
@@ -278,7 +321,7 @@ class RouterProcessor:
         )
         if kind == "response_body" and self._mode == "stream" and self._translator is not None:
             return Continue(body=self._translator.error(error))
-        codec = self.codec or get_codec(protocol_for_path("/"))
+        codec = self.codec or get_codec(self._dialect)
         self._end()
         return Reply(
             status=500,
@@ -287,8 +330,8 @@ class RouterProcessor:
             details="llm_proxy_internal_error",
         )
 
-    def _error_reply(self, exc: ProxyError, path: str) -> Reply:
-        codec = self.codec or get_codec(protocol_for_path(path))
+    def _error_reply(self, exc: ProxyError) -> Reply:
+        codec = self.codec or get_codec(self._dialect)
         error = CanonicalError(
             status=exc.status,
             message=exc.message,

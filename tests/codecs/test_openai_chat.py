@@ -38,11 +38,13 @@ from extproc.canonical import (
 from extproc.canonical.aggregate import aggregate_events, response_events
 from extproc.canonical.events import ToolCallStart
 from extproc.codecs import get_codec
+from extproc.codecs.base import RequestMeta, ResponseContext
 from extproc.codecs.openai_chat import DecodeError, OpenAIChatCodec
 from extproc.errors import InvalidRequest
 from tests.codecs.conftest import PROPERTY_SETTINGS, golden_params, load_golden
 
 CODEC = OpenAIChatCodec()
+META = RequestMeta(path="/v1/chat/completions")
 GOLDEN = load_golden("openai_chat")
 REQUIRED_KEYS: dict[str, set[str]] = {
     "request": {"description", "wire", "canonical", "reencoded"},
@@ -180,7 +182,7 @@ def test_registry_serves_the_codec() -> None:
 
 @pytest.mark.parametrize("vector", golden_params(GOLDEN, "request"))
 def test_request_decode(vector: dict[str, Any]) -> None:
-    request = CODEC.decode_request(copy.deepcopy(vector["wire"]))
+    request = CODEC.decode_request(copy.deepcopy(vector["wire"]), META)
     assert builtins(request) == vector["canonical"]
 
 
@@ -195,7 +197,7 @@ def test_request_encode(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", golden_params(GOLDEN, "request"))
 def test_request_round_trip_through_the_envelope(vector: dict[str, Any]) -> None:
     """Decode, cross Envoy as JSON inside an Envelope, re-encode for the same protocol."""
-    request = CODEC.decode_request(copy.deepcopy(vector["wire"]))
+    request = CODEC.decode_request(copy.deepcopy(vector["wire"]), META)
     wire = msgspec.json.encode(Envelope(request=request, request_id="req-0001"))
     crossed = msgspec.json.decode(wire, type=Envelope).request
     assert crossed == request
@@ -408,7 +410,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
 )
 def test_request_decode_rejects_bad_input(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        CODEC.decode_request(body)
+        CODEC.decode_request(body, META)
     error = caught.value
     assert error.status == 400
     assert error.error_type == "invalid_request_error"
@@ -418,12 +420,12 @@ def test_request_decode_rejects_bad_input(body: dict[str, Any], param: str) -> N
 
 def test_request_missing_model_has_its_own_code() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        CODEC.decode_request(body_with(model=_DROP))
+        CODEC.decode_request(body_with(model=_DROP), META)
     assert caught.value.code == "missing_model"
 
 
 def test_request_accepts_integral_floats_for_integer_fields() -> None:
-    request = CODEC.decode_request(body_with(max_tokens=100.0, seed=7.0))
+    request = CODEC.decode_request(body_with(max_tokens=100.0, seed=7.0), META)
     assert request.max_output_tokens == 100
     assert request.seed == 7
 
@@ -441,21 +443,21 @@ def test_response_decode(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", golden_params(GOLDEN, "response"))
 def test_response_encode(vector: dict[str, Any]) -> None:
     response = msgspec.convert(vector["canonical"], CanonicalResponse)
-    body = CODEC.encode_response(response, vector["request_model"])
+    body = CODEC.encode_response(response, ResponseContext(vector["request_model"]))
     assert to_json(body) == vector["reencoded"]
 
 
 @pytest.mark.parametrize("vector", golden_params(GOLDEN, "response"))
 def test_response_round_trip(vector: dict[str, Any]) -> None:
     response = CODEC.decode_response(json.dumps(vector["wire"]).encode())
-    body = CODEC.encode_response(response, vector["request_model"])
+    body = CODEC.encode_response(response, ResponseContext(vector["request_model"]))
     assert to_json(body) == vector["reencoded"]
     ChatCompletion.model_validate_json(body)
 
 
 def test_response_encode_fills_missing_id_and_model() -> None:
     response = CanonicalResponse(id="", model="", created=1767225600, content=[TextPart("ok")])
-    body = to_json(CODEC.encode_response(response, "gpt-4.1"))
+    body = to_json(CODEC.encode_response(response, ResponseContext("gpt-4.1")))
     assert body["model"] == "gpt-4.1"
     assert body["id"].startswith("chatcmpl-")
     assert body["choices"][0]["finish_reason"] == "stop"
@@ -543,7 +545,9 @@ def test_stream_aggregate(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", golden_params(GOLDEN, "stream"))
 def test_stream_encode(vector: dict[str, Any], include_usage: bool) -> None:
     """Re-encoding (the cross-protocol path): the encoder's own chunks."""
-    encoder = CODEC.stream_encoder(include_usage, vector["request_model"])
+    encoder = CODEC.stream_encoder(
+        ResponseContext(vector["request_model"], include_usage=include_usage)
+    )
     out = b"".join(encoder.encode(group) for group in events_from(vector["events"]))
     out += encoder.finish()
     payloads = client_payloads(out)
@@ -557,7 +561,9 @@ def test_stream_encode(vector: dict[str, Any], include_usage: bool) -> None:
 def test_stream_pass_through(vector: dict[str, Any], include_usage: bool) -> None:
     """Same protocol, nothing changed: raw events go out byte for byte, as translate.py does,
     except the usage chunk when the client did not ask for it (the proxy always asks)."""
-    encoder = CODEC.stream_encoder(include_usage, vector["request_model"])
+    encoder = CODEC.stream_encoder(
+        ResponseContext(vector["request_model"], include_usage=include_usage)
+    )
     out: list[bytes] = []
     for raw, events in decode_stream([transcript_bytes(vector)]):
         if encoder.can_pass_through(events):
@@ -586,7 +592,7 @@ def test_stream_usage_on_the_finish_chunk_is_hidden_from_clients_that_did_not_as
     ).encode()
     decoded = decode_stream([transcript])
     assert [type(e) for e in decoded[1][1]] == [Finish, UsageReport]
-    encoder = CODEC.stream_encoder(False, "m")
+    encoder = CODEC.stream_encoder(ResponseContext("m", include_usage=False))
     out = b""
     for raw, events in decoded:
         if encoder.can_pass_through(events):
@@ -657,7 +663,7 @@ def test_stream_encoder_for_an_answer_that_arrived_whole() -> None:
     vector = GOLDEN["response_reasoning_content_compat"]
     response = msgspec.convert(vector["canonical"], CanonicalResponse)
     assert isinstance(response.content[0], ReasoningPart)
-    encoder = CODEC.stream_encoder(True, "reasoner-fake-1")
+    encoder = CODEC.stream_encoder(ResponseContext("reasoner-fake-1", include_usage=True))
     payloads = client_payloads(encoder.encode(response_events(response)) + encoder.finish())
     check_chunks_parse_in_sdk(payloads)
     deltas = [p["choices"][0]["delta"] for p in payloads if isinstance(p, dict) and p["choices"]]
@@ -891,7 +897,7 @@ def normalised(body: dict[str, Any]) -> dict[str, Any]:
 @given(chat_requests())
 def test_request_round_trip_property(body: dict[str, Any]) -> None:
     wire = json.loads(json.dumps(body))
-    request = CODEC.decode_request(copy.deepcopy(wire))
+    request = CODEC.decode_request(copy.deepcopy(wire), META)
     crossed = msgspec.json.decode(msgspec.json.encode(request), type=CanonicalRequest)
     assert crossed == request
     _, encoded = CODEC.encode_request(crossed, crossed.model)
@@ -936,7 +942,7 @@ def test_same_protocol_keeps_unknown_fields_of_parts_calls_and_tools() -> None:
             }
         ],
     }
-    request = CODEC.decode_request(wire)
+    request = CODEC.decode_request(wire, META)
     _, body = CODEC.encode_request(request, "gpt-fake-1")
     assert json.loads(body) == wire
     # Another protocol never receives them.

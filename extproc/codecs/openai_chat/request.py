@@ -15,6 +15,7 @@ from extproc.canonical import (
     Part,
     Reasoning,
     ReasoningPart,
+    ResponseFormat,
     TextPart,
     Tool,
     ToolCallPart,
@@ -46,6 +47,7 @@ _KNOWN = frozenset(
         "stream",
         "stream_options",
         "user",
+        "response_format",
     }
 )
 _MESSAGE_KNOWN = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
@@ -112,6 +114,12 @@ def decode_request(body: Mapping[str, Any]) -> CanonicalRequest:
         raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
     if (effort := _opt(body, "reasoning_effort", str)) is not None:
         req.reasoning = Reasoning(effort=effort)
+    if (response_format := body.get("response_format")) is not None:
+        decoded_format = _decode_response_format(response_format)
+        if decoded_format is None:
+            req.extra["response_format"] = response_format
+        else:
+            req.response_format = decoded_format
     req.stream = bool(_opt(body, "stream", bool))
     options = body.get("stream_options")
     if options is not None:
@@ -287,6 +295,60 @@ def _rest(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
     return rest or None
 
 
+def _decode_response_format(value: Any) -> ResponseFormat | None:
+    """The canonical form, or None for shapes it cannot hold (kept as extra;
+    the provider validates them)."""
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    if kind in ("text", "json_object") and len(value) == 1:
+        return ResponseFormat(type=kind)
+    spec = value.get("json_schema")
+    if kind == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        if set(spec) - {"name", "schema", "strict", "description"} or len(value) != 2:
+            return None
+        schema = spec.get("schema")
+        strict = spec.get("strict")
+        if (schema is not None and not isinstance(schema, dict)) or (
+            strict is not None and not isinstance(strict, bool)
+        ):
+            return None
+        description = spec.get("description")
+        return ResponseFormat(
+            type="json_schema",
+            name=spec["name"],
+            schema=schema,
+            strict=strict,
+            description=description if isinstance(description, str) else None,
+        )
+    return None
+
+
+def _encode_response_format(value: ResponseFormat) -> dict[str, Any]:
+    if value.type != "json_schema":
+        return {"type": value.type}
+    spec: dict[str, Any] = {"name": value.name or "response"}
+    if value.description is not None:
+        spec["description"] = value.description
+    if value.schema is not None:
+        spec["schema"] = value.schema
+    if value.strict is not None:
+        spec["strict"] = value.strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _effort(reasoning: Reasoning) -> str | None:
+    """``reasoning_effort`` for a request; a budget maps to a level (heuristic)."""
+    if reasoning.effort is not None:
+        return reasoning.effort
+    if reasoning.enabled is False:
+        return None
+    if reasoning.budget_tokens is not None:
+        budget = reasoning.budget_tokens
+        return "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+    return None
+
+
 def _decode_tool_choice(choice: Any) -> ToolChoice | None:
     if choice in ("auto", "none", "required"):
         return ToolChoice(mode=choice)
@@ -339,8 +401,10 @@ def encode_request(
     if req.max_output_tokens is not None:
         field = req.hints.get("max_tokens_field") or max_tokens_field
         body[field or "max_tokens"] = req.max_output_tokens
-    if req.reasoning is not None and req.reasoning.effort is not None:
-        body["reasoning_effort"] = req.reasoning.effort
+    if req.reasoning is not None and (effort := _effort(req.reasoning)) is not None:
+        body["reasoning_effort"] = effort
+    if req.response_format is not None:
+        body["response_format"] = _encode_response_format(req.response_format)
     if same:
         for key, value in req.extra.items():
             if key == "stream_options":
