@@ -66,6 +66,25 @@ class ResponseContext:
 
 
 @dataclass(frozen=True)
+class EncodedRequest:
+    """A request ready for a provider."""
+
+    #: Path relative to the backend's base URL, query string included.
+    path: str
+    body: bytes
+    #: Protocol headers the request needs (e.g. Anthropic's ``anthropic-beta``
+    #: forwarded from an Anthropic client). Never credentials: the proxy
+    #: adds those per host.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: ``CanonicalRequest.hints`` key: the request only makes sense to a backend
+#: of this protocol (e.g. a Responses ``previous_response_id``); any other
+#: target answers 400.
+REQUIRES_PROTOCOL = "requires_protocol"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A model the proxy serves, for the frontends' model lists."""
 
@@ -134,9 +153,7 @@ class Codec(Protocol):
 
     def encode_request(
         self, request: CanonicalRequest, model: str, *, max_tokens_field: str | None = None
-    ) -> tuple[str, bytes]:
-        """Return the request path (relative to the base URL, query included) and body."""
-        ...
+    ) -> EncodedRequest: ...
 
     def decode_response(self, body: bytes) -> CanonicalResponse: ...
 

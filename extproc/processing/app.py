@@ -13,9 +13,9 @@ from typing import Any
 from backends import get_type
 from extproc.canonical import CanonicalRequest
 from extproc.codecs import CODECS, Codec, get_codec
-from extproc.codecs.base import ModelInfo
+from extproc.codecs.base import REQUIRES_PROTOCOL, ModelInfo
 from extproc.config import Config
-from extproc.errors import NotFound
+from extproc.errors import InvalidRequest, NotFound
 from extproc.pipeline import Pipeline, Stage
 from extproc.pipeline.stages import AccessControlStage, RoutingStage
 from extproc.processing.router import RouterProcessor
@@ -41,17 +41,22 @@ class BackendRuntime:
         self, request: CanonicalRequest, model: str, params: Mapping[str, Any] | None = None
     ) -> tuple[dict[str, str], bytes]:
         """The path and content headers, and the body, of ``request`` for this backend."""
+        required = request.hints.get(REQUIRES_PROTOCOL)
+        if required is not None and required != self.codec.name:
+            raise InvalidRequest(
+                f"this request only works with a {required} backend; the model routes to "
+                f"{self.instance} ({self.codec.name})"
+            )
         if params:
             apply_params(request, params)
-        path, body = self.codec.encode_request(
-            request, model, max_tokens_field=self.max_tokens_field
-        )
+        encoded = self.codec.encode_request(request, model, max_tokens_field=self.max_tokens_field)
         headers = {
-            ":path": self.base_path + path,
+            **encoded.headers,
+            ":path": self.base_path + encoded.path,
             "content-type": "application/json",
-            "content-length": str(len(body)),
+            "content-length": str(len(encoded.body)),
         }
-        return headers, body
+        return headers, encoded.body
 
     def host_headers(self) -> dict[str, str]:
         """What this host needs whatever the body: credential and configured headers."""

@@ -189,7 +189,8 @@ def test_request_decode(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", golden_params(GOLDEN, "request"))
 def test_request_encode(vector: dict[str, Any]) -> None:
     request = msgspec.convert(vector["canonical"], CanonicalRequest)
-    path, body = CODEC.encode_request(request, request.model)
+    encoded_ = CODEC.encode_request(request, request.model)
+    path, body = encoded_.path, encoded_.body
     assert path == "/chat/completions"
     assert to_json(body) == vector["reencoded"]
 
@@ -201,7 +202,8 @@ def test_request_round_trip_through_the_envelope(vector: dict[str, Any]) -> None
     wire = msgspec.json.encode(Envelope(request=request, request_id="req-0001"))
     crossed = msgspec.json.decode(wire, type=Envelope).request
     assert crossed == request
-    _, body = CODEC.encode_request(crossed, crossed.model)
+    encoded_ = CODEC.encode_request(crossed, crossed.model)
+    _, body = encoded_.path, encoded_.body
     assert to_json(body) == vector["reencoded"]
 
 
@@ -211,7 +213,8 @@ def test_request_encode_for_another_protocols_request() -> None:
     request = msgspec.convert(vector["canonical"], CanonicalRequest)
     request.protocol = "anthropic-messages"
     request.hints = {}  # hints describe an openai-chat client's wire form; none here
-    _, body = CODEC.encode_request(request, "o4-mini-2025-04-16")
+    encoded_ = CODEC.encode_request(request, "o4-mini-2025-04-16")
+    _, body = encoded_.path, encoded_.body
     assert to_json(body) == {
         "model": "o4-mini-2025-04-16",
         "messages": [
@@ -252,7 +255,8 @@ def test_request_encode_for_another_protocols_request() -> None:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    _, body = CODEC.encode_request(request, "m", max_tokens_field="max_completion_tokens")
+    encoded_ = CODEC.encode_request(request, "m", max_tokens_field="max_completion_tokens")
+    _, body = encoded_.path, encoded_.body
     assert to_json(body)["max_completion_tokens"] == 4096
 
 
@@ -266,7 +270,8 @@ def test_request_encode_hints_and_passthrough() -> None:
         hints={"stop_form": "string"},
         passthrough={"top_k": 5},
     )
-    _, body = CODEC.encode_request(request, "gpt-4.1", max_tokens_field="max_completion_tokens")
+    encoded_ = CODEC.encode_request(request, "gpt-4.1", max_tokens_field="max_completion_tokens")
+    _, body = encoded_.path, encoded_.body
     # stop_form describes an openai-chat client's own wire form; it means nothing here.
     assert to_json(body) == {
         "model": "gpt-4.1",
@@ -900,7 +905,8 @@ def test_request_round_trip_property(body: dict[str, Any]) -> None:
     request = CODEC.decode_request(copy.deepcopy(wire), META)
     crossed = msgspec.json.decode(msgspec.json.encode(request), type=CanonicalRequest)
     assert crossed == request
-    _, encoded = CODEC.encode_request(crossed, crossed.model)
+    encoded_ = CODEC.encode_request(crossed, crossed.model)
+    encoded = encoded_.body
     assert to_json(encoded) == normalised(wire)
 
 
@@ -943,10 +949,12 @@ def test_same_protocol_keeps_unknown_fields_of_parts_calls_and_tools() -> None:
         ],
     }
     request = CODEC.decode_request(wire, META)
-    _, body = CODEC.encode_request(request, "gpt-fake-1")
+    encoded_ = CODEC.encode_request(request, "gpt-fake-1")
+    _, body = encoded_.path, encoded_.body
     assert json.loads(body) == wire
     # Another protocol never receives them.
     request.protocol = "another-protocol"
-    _, other = CODEC.encode_request(request, "gpt-fake-1")
+    encoded_ = CODEC.encode_request(request, "gpt-fake-1")
+    _, other = encoded_.path, encoded_.body
     text = other.decode()
     assert "cache_control" not in text and "extra_content" not in text and "x-flag" not in text
