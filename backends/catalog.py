@@ -12,8 +12,8 @@ from typing import Literal
 AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "none"]
 AUTH_STYLES: tuple[AuthStyle, ...] = ("bearer", "x-api-key", "x-goog-api-key", "none")
 
-#: Wire schemas a backend can speak. Only ``openai-chat`` has a codec so far.
-SCHEMAS: tuple[str, ...] = ("openai-chat",)
+#: Wire schemas a backend can speak (each has a codec in extproc.codecs).
+SCHEMAS: tuple[str, ...] = ("openai-chat", "openai-responses", "anthropic", "gemini")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,28 @@ CATALOG: dict[str, BackendType] = {
             schema="openai-chat",
             default_base_url=None,
             description="Any server speaking OpenAI Chat Completions (vLLM, llama.cpp, ...).",
+        ),
+        BackendType(
+            name="openai-responses",
+            schema="openai-responses",
+            default_base_url="https://api.openai.com/v1",
+            max_tokens_field="max_completion_tokens",
+            description="OpenAI's Responses API (POST /v1/responses).",
+        ),
+        BackendType(
+            name="anthropic",
+            schema="anthropic",
+            default_base_url="https://api.anthropic.com/v1",
+            auth="x-api-key",
+            default_headers={"anthropic-version": "2023-06-01"},
+            description="Anthropic Messages API (POST /v1/messages).",
+        ),
+        BackendType(
+            name="gemini",
+            schema="gemini",
+            default_base_url="https://generativelanguage.googleapis.com/v1beta",
+            auth="x-goog-api-key",
+            description="Google Gemini API (generateContent / streamGenerateContent).",
         ),
     )
 }

@@ -238,6 +238,7 @@ def proxy_config(fake_port: int, api_key: str) -> dict[str, Any]:
         "port": free_port(),
         "grpc_port": free_port(),
         "admin_port": free_port(),
+        "anthropic_port": 0,
         "backends": {"openai": backend, "openai.1": {**backend, "models": []}},
         "models": {POOL_MODEL: {"failover": ["openai:gpt-4o-mini", "openai.1:gpt-4o-mini"]}},
         "envoy": {"log_level": "error"},

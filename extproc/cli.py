@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML config file")
     parser.add_argument("--host", help="client listener address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="client listener port (default 8000)")
+    parser.add_argument(
+        "--anthropic-port",
+        type=int,
+        help="dedicated Anthropic listener port, /v1/messages at the root (default 8001; 0: off)",
+    )
     parser.add_argument("--grpc-host", help="ext_proc gRPC address (default 127.0.0.1)")
     parser.add_argument("--grpc-port", type=int, help="ext_proc gRPC port (default 50051)")
     parser.add_argument("--admin-port", type=int, help="Envoy admin port (default 9901)")
@@ -60,6 +65,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
+        "anthropic_port": args.anthropic_port,
         "grpc_host": args.grpc_host,
         "grpc_port": args.grpc_port,
         "admin_port": args.admin_port,
@@ -131,10 +137,19 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
             await envoy.start()
             await envoy.wait_ready()
             base = f"http://{_url_host(config.host)}:{config.port}"
+            anthropic = (
+                f"; Anthropic clients: http://{_url_host(config.host)}:{config.anthropic_port}"
+                if config.anthropic_port
+                else ""
+            )
             log.info(
-                "proxy ready on %s (OpenAI base URL %s/v1); Envoy admin on 127.0.0.1:%d",
+                "proxy ready on %s (OpenAI base URL %s/v1, Gemini %s, Anthropic %s/anthropic%s);"
+                " Envoy admin on 127.0.0.1:%d",
                 base,
                 base,
+                base,
+                base,
+                anthropic,
                 config.admin_port,
             )
         else:

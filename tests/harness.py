@@ -87,6 +87,11 @@ class ProxyProcess:
     def openai_base_url(self) -> str:
         return f"{self.base_url}/v1"
 
+    @property
+    def anthropic_base_url(self) -> str:
+        """The dedicated Anthropic listener (``/v1/messages`` at the root)."""
+        return f"http://127.0.0.1:{self.config['anthropic_port']}"
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -143,6 +148,7 @@ def write_config(path: Path, config: dict[str, Any]) -> None:
 def proxy_config(backends: dict[str, Any], **top: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "port": free_port(),
+        "anthropic_port": free_port(),
         "grpc_port": free_port(),
         "admin_port": free_port(),
         "backends": backends,

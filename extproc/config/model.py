@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from backends import CATALOG, AuthStyle
+from backends import CATALOG, SCHEMAS, AuthStyle
 
 INSTANCE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9_-]*)(?:\.(?P<index>\d+))?$")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$")
@@ -115,6 +115,9 @@ class BackendConfig(_Model):
     """One backend instance: an account at a provider."""
 
     type: str | None = None
+    #: Override the type's wire schema (e.g. ``openai-responses`` for an
+    #: OpenAI account that should get the Responses API).
+    schema_: str | None = Field(None, alias="schema")
     base_url: str | None = None
     api_key: SecretStr | None = None
     models: list[str] = Field(default_factory=list)
@@ -188,6 +191,9 @@ class Config(_Model):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    #: A second listener for Anthropic clients that expect ``/v1/messages`` at
+    #: the root (Claude Code's ANTHROPIC_BASE_URL); 0 disables it.
+    anthropic_port: int = Field(8001, ge=0, le=65535)
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=1, le=65535)
     admin_port: int = Field(9901, ge=1, le=65535)
@@ -218,6 +224,11 @@ class Config(_Model):
                 raise ValueError(
                     f"backend {name!r}: unknown type {type_name!r} (known types: {known}); "
                     "set 'type:' explicitly for a family name that is not a type"
+                )
+            if backend.schema_ is not None and backend.schema_ not in SCHEMAS:
+                raise ValueError(
+                    f"backend {name!r}: unknown schema {backend.schema_!r} "
+                    f"(known: {', '.join(SCHEMAS)})"
                 )
             base_url = backend.base_url or CATALOG[type_name].default_base_url
             if base_url is None:
@@ -261,8 +272,10 @@ class Config(_Model):
                 "use multi_user_mode with api_keys to serve a network"
             )
         ports = {"port": self.port, "grpc_port": self.grpc_port, "admin_port": self.admin_port}
+        if self.anthropic_port:
+            ports["anthropic_port"] = self.anthropic_port
         if len(set(ports.values())) != len(ports):
-            raise ValueError(f"port, grpc_port and admin_port must differ: {ports}")
+            raise ValueError(f"the listening ports must differ: {ports}")
         return self
 
     # -- derived views -------------------------------------------------------
@@ -285,6 +298,10 @@ class Config(_Model):
         match = INSTANCE_RE.match(instance)
         assert match is not None
         return match.group("family")
+
+    def backend_schema(self, instance: str) -> str:
+        """The wire schema this instance speaks (its type's, unless overridden)."""
+        return self.backends[instance].schema_ or CATALOG[self.backend_type(instance)].schema
 
     def base_url(self, instance: str) -> str:
         backend = self.backends[instance]

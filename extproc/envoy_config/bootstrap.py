@@ -114,7 +114,7 @@ def build_bootstrap(
             ]
         },
         "static_resources": {
-            "listeners": [_listener(config, plans, grpc_limit, baseline_cluster)],
+            "listeners": _listeners(config, plans, grpc_limit, baseline_cluster),
             "clusters": clusters,
         },
     }
@@ -220,23 +220,63 @@ def _retry_policy(config: Config, plan: ClusterPlan) -> dict[str, Any]:
     return policy
 
 
+#: CEL: the request's dialect, judged like the ROUTER role does it
+#: (extproc/processing/frontends.py:dialect_for) for its own errors.
+_IS_ANTHROPIC = (
+    "(request.path.startsWith('/anthropic/') || request.path.startsWith('/v1/messages')"
+    " || 'anthropic-version' in request.headers)"
+)
+_IS_GEMINI = (
+    "(request.path.startsWith('/v1beta/') || request.path.matches('^/v1/models/[^/]+:')"
+    " || 'x-goog-api-key' in request.headers || request.query.contains('key='))"
+)
+_UNAVAILABLE = (
+    "the proxy's processing service is unavailable; the request was not sent to any provider"
+)
+
+#: The same error in each client dialect: (extra CEL condition, status, body).
+_DIALECT_ERRORS: list[tuple[str, int, dict[str, Any]]] = [
+    (
+        _IS_ANTHROPIC,
+        529,  # Anthropic clients retry "overloaded"
+        {"type": "error", "error": {"type": "overloaded_error", "message": _UNAVAILABLE}},
+    ),
+    (
+        _IS_GEMINI,
+        503,
+        {"error": {"code": 503, "message": _UNAVAILABLE, "status": "UNAVAILABLE"}},
+    ),
+    (
+        "true",
+        503,
+        {
+            "error": {
+                "message": _UNAVAILABLE,
+                "type": "service_unavailable",
+                "code": "proxy_unavailable",
+            }
+        },
+    ),
+]
+
+
 def _local_reply_config() -> dict[str, Any]:
     # When the ext_proc service is unreachable Envoy fails closed with a bare
-    # 500; give the client a clear, JSON error instead. Replies the proxy
-    # makes itself never match (their details start with "llm_proxy").
-    return {
-        "mappers": [
+    # 500; give the client a clear error in its own dialect instead. Replies
+    # the proxy makes itself never match (their details start with
+    # "llm_proxy"), and other local replies go through the ROUTER role.
+    mappers = []
+    for condition, status, body in _DIALECT_ERRORS:
+        expression = f"response.code_details.startsWith('ext_proc') && {condition}"
+        mappers.append(
             {
                 "filter": {
                     "extension_filter": {
                         "name": "envoy.access_loggers.extension_filters.cel",
-                        "typed_config": {
-                            "@type": _CEL_FILTER,
-                            "expression": "response.code_details.startsWith('ext_proc')",
-                        },
+                        "typed_config": {"@type": _CEL_FILTER, "expression": expression},
                     }
                 },
-                "status_code": 503,
+                "status_code": status,
                 "headers_to_add": [
                     {
                         "header": {"key": "retry-after", "value": "1"},
@@ -244,21 +284,12 @@ def _local_reply_config() -> dict[str, Any]:
                     }
                 ],
                 "body_format_override": {
-                    "json_format": {
-                        "error": {
-                            "message": (
-                                "the proxy's processing service is unavailable; the request "
-                                "was not sent to any provider"
-                            ),
-                            "type": "service_unavailable",
-                            "code": "proxy_unavailable",
-                        }
-                    },
+                    "json_format": body,
                     "content_type": "application/json",
                 },
             }
-        ]
-    }
+        )
+    return {"mappers": mappers}
 
 
 def _access_log() -> list[dict[str, Any]]:
@@ -285,8 +316,29 @@ def _access_log() -> list[dict[str, Any]]:
     ]
 
 
-def _listener(
+def _listeners(
     config: Config, plans: dict[str, ClusterPlan], grpc_limit: int, baseline: str | None
+) -> list[dict[str, Any]]:
+    """The main listener, and the dedicated Anthropic one (same routes and filters).
+
+    Claude Code and other Anthropic clients append ``/v1/messages`` to their
+    base URL; on their own port that URL needs no ``/anthropic`` prefix.
+    """
+    listeners = [_listener(config, plans, grpc_limit, baseline, "main", config.port)]
+    if config.anthropic_port and baseline is None:
+        listeners.append(
+            _listener(config, plans, grpc_limit, baseline, "anthropic", config.anthropic_port)
+        )
+    return listeners
+
+
+def _listener(
+    config: Config,
+    plans: dict[str, ClusterPlan],
+    grpc_limit: int,
+    baseline: str | None,
+    name: str,
+    port: int,
 ) -> dict[str, Any]:
     if baseline is not None:
         static = _route(config, plans[baseline])
@@ -306,7 +358,7 @@ def _listener(
         filters.insert(0, _router_ext_proc(config, grpc_limit))
     hcm: dict[str, Any] = {
         "@type": _HCM,
-        "stat_prefix": "llm",
+        "stat_prefix": "llm" if name == "main" else f"llm_{name}",
         "codec_type": "AUTO",
         "use_remote_address": True,
         "normalize_path": True,
@@ -329,8 +381,8 @@ def _listener(
     if config.envoy.access_log:
         hcm["access_log"] = _access_log()
     return {
-        "name": "main",
-        "address": _address(config.host, config.port),
+        "name": name,
+        "address": _address(config.host, port),
         # Bounds the request body (413 beyond) and every per-connection buffer.
         "per_connection_buffer_limit_bytes": config.limits.max_request_bytes,
         "filter_chains": [
@@ -495,7 +547,7 @@ def _llm_cluster(
     # single-endpoint cluster is encoded for by the ROUTER role already.
     with_ext_proc = with_ext_proc and plan.is_failover
     for endpoint in plan.endpoints:
-        schema = get_type(config.backend_type(endpoint.instance)).schema
+        schema = config.backend_schema(endpoint.instance)
         lb_endpoint = {
             "endpoint": {
                 "address": _address(endpoint.host, endpoint.port),

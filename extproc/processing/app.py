@@ -96,7 +96,7 @@ def build_backends(config: Config) -> dict[str, BackendRuntime]:
         }
         out[instance] = BackendRuntime(
             instance=instance,
-            codec=get_codec(btype.schema),
+            codec=get_codec(config.backend_schema(instance)),
             base_path=base_path.rstrip("/"),
             headers=headers,
             max_tokens_field=btype.max_tokens_field,

@@ -51,8 +51,9 @@ class Endpoint:
     host: str
     port: int
     base_path: str
-    #: The backend type (catalog name): it fixes the wire schema and quirks.
+    #: The backend type (catalog name) and the wire schema it speaks.
     backend_type: str = "openai"
+    schema: str = "openai-chat"
     model: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -82,8 +83,11 @@ class ClusterPlan:
         if len(self.endpoints) == 1:
             return "router"
         first = self.endpoints[0]
-        key = (first.backend_type, first.model, first.params, first.base_path)
-        if all((e.backend_type, e.model, e.params, e.base_path) == key for e in self.endpoints):
+
+        def key(e: Endpoint) -> tuple[object, ...]:
+            return (e.backend_type, e.schema, e.model, e.params, e.base_path)
+
+        if all(key(e) == key(first) for e in self.endpoints):
             return "shared"
         return "per-attempt"
 
@@ -114,6 +118,7 @@ def _endpoint(
         port=port,
         base_path=url.path.rstrip("/"),
         backend_type=config.backend_type(instance),
+        schema=config.backend_schema(instance),
         model=model,
         params=params,
     )
