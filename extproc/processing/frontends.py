@@ -74,7 +74,8 @@ _ROUTES: list[_Route] = [
     _Route(re.compile(r"^/anthropic/v1/models/?$"), "list_models", ANTHROPIC, _GET),
     _Route(re.compile(r"^/anthropic/v1/models/(?P<model>.+)$"), "get_model", ANTHROPIC, _GET),
     _Route(
-        re.compile(r"^/v1(?:beta)?/models/(?P<model>[^/:]+(?:/[^/:]+)*):(?P<action>[A-Za-z]+)$"),
+        # The action follows the last ':' (a proxy model may be "instance:model").
+        re.compile(r"^/v1(?:beta)?/models/(?P<model>.+):(?P<action>[A-Za-z]+)$"),
         "generate",
         GEMINI,
         _POST,

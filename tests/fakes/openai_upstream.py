@@ -157,6 +157,9 @@ class ScriptedResponse:
     completion_tokens: int | None = None
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    #: Reasoning text, sent as ``reasoning_content`` the way OpenAI-compatible
+    #: reasoning servers (DeepSeek, vLLM, llama.cpp) do; OpenAI itself never does.
+    reasoning: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,6 +613,7 @@ class _Answer:
     tool_calls: tuple[_ToolCall, ...]
     finish_reason: str
     usage: JSONDict
+    reasoning: str | None = None
 
 
 def _usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> JSONDict:
@@ -638,6 +642,8 @@ def _completion_body(answer: _Answer) -> bytes:
         "refusal": None,
         "annotations": [],
     }
+    if answer.reasoning is not None:
+        message["reasoning_content"] = answer.reasoning
     if answer.tool_calls:
         message["tool_calls"] = [
             {
@@ -711,6 +717,10 @@ def _stream_events(answer: _Answer, *, include_usage: bool, chunk_chars: int) ->
     else:
         role = {"role": "assistant", "content": None}
     events = [encoder.delta(role)]
+    events += [
+        encoder.delta({"reasoning_content": piece})
+        for piece in _pieces(answer.reasoning or "", chunk_chars)
+    ]
     events += [
         encoder.delta({"content": piece}) for piece in _pieces(answer.text or "", chunk_chars)
     ]
@@ -899,6 +909,7 @@ class FakeOpenAI:
         completion_tokens: int | None = None,
         cached_tokens: int = 0,
         reasoning_tokens: int = 0,
+        reasoning: str | None = None,
     ) -> None:
         """Script the answer to the next chat request that reaches the answering stage.
 
@@ -916,6 +927,7 @@ class FakeOpenAI:
             completion_tokens,
             cached_tokens,
             reasoning_tokens,
+            reasoning,
         )
         self._scripts.append(script)
 
@@ -1242,6 +1254,7 @@ class FakeOpenAI:
             tool_calls=calls,
             finish_reason=finish_reason,
             usage=usage,
+            reasoning=script.reasoning,
         )
 
     # ---- streaming -------------------------------------------------------------------------

@@ -866,3 +866,28 @@ def test_command_line_answer_chars() -> None:
     )
     assert rejected.returncode == 2
     assert "--answer-chars" in rejected.stderr
+
+
+def test_scripted_reasoning_content_like_compatible_servers() -> None:
+    """reasoning_content deltas come first, then content (DeepSeek/vLLM style)."""
+    with FakeOpenAI(name="thinker") as fake:
+        fake.queue_response("answer", reasoning="step one, step two")
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+        with httpx.stream("POST", f"{fake.base_url}/chat/completions", json=body) as response:
+            raw = b"".join(response.iter_bytes())
+        deltas = [
+            json.loads(line[6:])["choices"][0]["delta"]
+            for line in raw.split(b"\n\n")
+            if line.startswith(b"data: {")
+        ]
+        reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+        text = "".join(d.get("content") or "" for d in deltas)
+        assert reasoning == "step one, step two" and text == "answer"
+        first_content = next(i for i, d in enumerate(deltas) if d.get("content"))
+        assert all("reasoning_content" not in d for d in deltas[first_content:])
+        fake.queue_response("plain", reasoning="why")
+        answer = httpx.post(
+            f"{fake.base_url}/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        ).json()
+        assert answer["choices"][0]["message"]["reasoning_content"] == "why"
