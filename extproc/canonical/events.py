@@ -20,6 +20,9 @@ class StreamStart(msgspec.Struct, tag="start", omit_defaults=True):
     model: str = ""
     created: int = 0
     extra: dict[str, Any] | None = None
+    #: The wire protocol the stream was decoded from. Encoders emit replay
+    #: tokens (signatures, redacted thinking) only when it is their own.
+    protocol: str | None = None
 
 
 class TextDelta(msgspec.Struct, tag="text", omit_defaults=True):

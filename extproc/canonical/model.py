@@ -55,6 +55,8 @@ class ToolResultPart(msgspec.Struct, tag="tool_result", omit_defaults=True):
     content: list[TextPart | ImagePart] = msgspec.field(default_factory=list)
     is_error: bool = False
     name: str | None = None
+    #: Source-protocol fields of the result; same protocol only.
+    extra: dict[str, Any] | None = None
 
 
 class ReasoningPart(msgspec.Struct, tag="reasoning", omit_defaults=True):
@@ -185,6 +187,8 @@ class Usage(msgspec.Struct, omit_defaults=True):
 class CanonicalResponse(msgspec.Struct, omit_defaults=True):
     id: str
     model: str
+    #: The wire protocol the answer was decoded from (replay tokens' owner).
+    protocol: str | None = None
     created: int = 0
     content: list[Part] = msgspec.field(default_factory=list)
     finish_reason: FinishReason | None = None

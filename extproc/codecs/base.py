@@ -116,7 +116,9 @@ class StreamEncoder(Protocol):
         """
         ...
 
-    def observe(self, events: list[StreamEvent]) -> None: ...
+    def observe(self, events: list[StreamEvent], raw: bytes | None = None) -> None:
+        """Account for ``events`` that went out as ``raw`` (their source bytes)."""
+        ...
 
     def finish(self) -> bytes:
         """End of the provider stream: close the client stream properly.

@@ -263,7 +263,12 @@ class RouterProcessor:
         assert codec is not None
         json_headers = {"content-type": "application/json"}
         if self._status >= 400 or self._status < 200:
-            return codec.encode_error(self._error_from_upstream(body)), json_headers
+            error = self._error_from_upstream(body)
+            if error.retry_after and self._retry_after is None:
+                # A hint only in the body (Gemini RetryInfo) becomes the header
+                # every client dialect understands.
+                json_headers["retry-after"] = error.retry_after
+            return codec.encode_error(error), json_headers
         backend = self._backend
         if backend is None or self.request is None or self.ctx is None:
             error = CanonicalError(502, "the proxy received an answer it cannot attribute")

@@ -58,7 +58,7 @@ class StreamTranslator:
                 elif isinstance(event, Finish):
                     self.finish_reason = event.reason
             if self._same and changed is events and encoder.can_pass_through(events):
-                encoder.observe(events)
+                encoder.observe(events, raw)
                 out.append(raw)
             else:
                 out.append(encoder.encode(changed))

@@ -1169,7 +1169,7 @@ def test_stream_encoder_new_thinking_block_after_a_signature() -> None:
     encoder = CODEC.stream_encoder(ResponseContext("m"))
     out = encoder.encode(
         [
-            StreamStart(id="msg_01X", model="claude"),
+            StreamStart(id="msg_01X", model="claude", protocol="anthropic"),
             ReasoningDelta(text="one", signature="sig1"),
             ReasoningDelta(text="two"),
             ReasoningDelta(signature="sig2"),

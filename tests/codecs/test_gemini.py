@@ -1211,7 +1211,7 @@ def test_response_decode_rejects_malformed_answers(body: bytes) -> None:
 
 def test_response_without_usage_or_candidates() -> None:
     response = CODEC.decode_response(b'{"modelVersion": "m"}')
-    assert builtins(response) == {"id": "", "model": "m"}
+    assert builtins(response) == {"id": "", "model": "m", "protocol": "gemini"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1454,7 +1454,7 @@ def test_stream_encoder_odd_sequences() -> None:
     encoder = CODEC.stream_encoder(ResponseContext(MODEL))
     out = encoder.encode(
         [
-            StreamStart(id="r1", model="m1"),
+            StreamStart(id="r1", model="m1", protocol="gemini"),
             ToolCallDelta(index=3, arguments='{"a":'),
             ToolCallDelta(index=3, arguments="1}"),
         ]

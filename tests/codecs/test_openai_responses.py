@@ -827,7 +827,13 @@ def test_stream_decoder_only_terminal_event_and_odd_inputs() -> None:
     ).encode()
     decoded = decode_stream([transcript])
     assert builtins(decoded[0][1]) == [
-        {"type": "start", "id": "resp_x", "model": "m", "created": 1},
+        {
+            "type": "start",
+            "id": "resp_x",
+            "model": "m",
+            "created": 1,
+            "protocol": "openai-responses",
+        },
         {"type": "reasoning", "text": "r"},
         {"type": "text", "text": "no"},
         {"type": "finish", "reason": "stop"},
@@ -864,7 +870,7 @@ def test_stream_decoder_arguments_only_in_done_events() -> None:
         {"type": "tool_start", "index": 1, "id": "fc_2", "name": ""},
         {"type": "tool_delta", "index": 1, "arguments": '{"b"'},
         {"type": "text", "text": "whole"},
-        {"type": "start", "id": "resp_1"},
+        {"type": "start", "id": "resp_1", "protocol": "openai-responses"},
         {"type": "finish", "reason": "content_filter"},
         {"type": "end"},
     ]

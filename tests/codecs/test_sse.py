@@ -407,7 +407,11 @@ def test_chat_stream_decoder_is_independent_of_chunking(
     answer = msgspec.to_builtins(aggregate_events(events))
     content = answer.get("content", [])
     if reasoning:
-        assert content.pop(0) == {"type": "reasoning", "text": "".join(reasoning)}
+        assert content.pop(0) == {
+            "type": "reasoning",
+            "text": "".join(reasoning),
+            "provider": "openai-chat",
+        }
     if text:
         assert content.pop(0) == {"type": "text", "text": "".join(text)}
     assert content == [

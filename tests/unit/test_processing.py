@@ -439,3 +439,31 @@ def test_local_reply_after_a_host_was_chosen_is_still_envoys(app: App) -> None:
     assert isinstance(action, Continue) and action.body is not None
     error = json.loads(action.body)["error"]
     assert error["code"] == "upstream_timeout" and "idle" in error["message"]
+
+
+def test_retry_hint_only_in_a_gemini_body_becomes_a_retry_after_header() -> None:
+    config = {
+        "backends": {
+            "gem": {"type": "gemini", "base_url": "http://127.0.0.1:9004/v1beta", "api_key": "k"}
+        },
+        "default_backend": "gem",
+    }
+    app = App(build_config(config))
+    router, _ = routed(app, body(model="gem:gemini-fake"))
+    host = {"instance": "gem", "schema": "gemini"}
+    router.response_headers(
+        {":status": "429", **FROM_UPSTREAM, "content-type": "application/json"}, False, host
+    )
+    gemini_error = {
+        "error": {
+            "code": 429,
+            "message": "Resource exhausted",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}],
+        }
+    }
+    action = router.response_body(json.dumps(gemini_error).encode(), True)
+    assert isinstance(action, Continue) and action.body is not None
+    assert action.set_headers["retry-after"] == "7"
+    error = json.loads(action.body)["error"]  # OpenAI dialect for the OpenAI client
+    assert error["type"] == "rate_limit_error" and error["message"] == "Resource exhausted"

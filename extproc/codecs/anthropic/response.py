@@ -108,6 +108,7 @@ def decode_response(body: bytes) -> CanonicalResponse:
     if stop_reason_out(finish, stop_sequence) == stop_reason:
         native.pop("stop_reason", None)  # derivable: keep only what the canonical form loses
     return CanonicalResponse(
+        protocol=PROTOCOL,
         id=str(data.get("id") or ""),
         model=str(data.get("model") or ""),
         content=[decode_block(block) for block in content],

@@ -37,6 +37,7 @@ from extproc.canonical import (
     UsageReport,
 )
 from extproc.codecs.anthropic.common import (
+    PROTOCOL,
     decoder,
     finish_in,
     status_for,
@@ -100,7 +101,9 @@ class AnthropicStreamDecoder:
 
     def _message_start(self, message: dict[str, Any]) -> list[StreamEvent]:
         events: list[StreamEvent] = [
-            StreamStart(id=_str(message.get("id")), model=_str(message.get("model")))
+            StreamStart(
+                id=_str(message.get("id")), model=_str(message.get("model")), protocol=PROTOCOL
+            )
         ]
         if isinstance(message.get("usage"), dict):
             self._usage = dict(message["usage"])

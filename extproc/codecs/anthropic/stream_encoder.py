@@ -12,8 +12,8 @@ Every event has an ``event:`` line equal to its ``type`` (the SDK dispatches on 
   ``signature_delta``; more reasoning after a signature opens a new thinking block. A
   redacted block -> ``redacted_thinking``, whole.
 * Replay tokens only from an Anthropic source: ``ReasoningDelta`` carries no provider, so the
-  encoder trusts signatures and redacted blocks only when the stream's message id has
-  Anthropic's ``msg_`` form; otherwise thinking text is shown with an empty signature and
+  encoder trusts signatures and redacted blocks only when the stream was decoded from
+  Anthropic (``StreamStart.protocol``); otherwise thinking text is shown with an empty signature and
   redacted blocks are dropped (never replayed to Anthropic by mistake).
 * Tool calls: canonical tool index -> block index, remembered. A ``tool_use`` block opens with
   ``input: {}``; its arguments go out as ``input_json_delta`` fragments as they come. A new call
@@ -52,6 +52,7 @@ from extproc.canonical import (
     UsageReport,
 )
 from extproc.codecs.anthropic.common import (
+    PROTOCOL,
     decoder,
     encoder,
     error_body,
@@ -63,7 +64,6 @@ from extproc.codecs.anthropic.response import new_message_id
 from extproc.codecs.base import ResponseContext
 from extproc.codecs.sse import encode_event
 
-_ANTHROPIC_ID_PREFIX = "msg_"
 TRUNCATED = CanonicalError(
     502,
     "the provider's stream ended before the answer was complete",
@@ -145,7 +145,7 @@ class AnthropicStreamEncoder:
     def can_pass_through(self, events: list[StreamEvent]) -> bool:
         return not self._closed and not self._encoded
 
-    def observe(self, events: list[StreamEvent]) -> None:
+    def observe(self, events: list[StreamEvent], raw: bytes | None = None) -> None:
         for event in events:
             if isinstance(event, StreamStart):
                 self._on_start(event)
@@ -230,7 +230,7 @@ class AnthropicStreamEncoder:
     def _on_start(self, event: StreamStart) -> None:
         self._id = event.id or self._id
         self._model = event.model or self._model
-        self._signatures = self._id.startswith(_ANTHROPIC_ID_PREFIX)
+        self._signatures = event.protocol == PROTOCOL
 
     def _emit(self, out: list[bytes], payload: dict[str, Any]) -> None:
         out.append(encode_event(encoder.encode(payload), payload["type"]))

@@ -83,7 +83,10 @@ def response_from(data: dict[str, Any]) -> CanonicalResponse:
     response_id = response_id if isinstance(response_id, str) else ""
     model = get(data, "modelVersion")
     response = CanonicalResponse(
-        id=response_id, model=model if isinstance(model, str) else "", usage=None
+        id=response_id,
+        model=model if isinstance(model, str) else "",
+        usage=None,
+        protocol=PROTOCOL,
     )
     kept: dict[str, Any] = {}
     candidate = candidate_of(data)

@@ -66,6 +66,7 @@ from extproc.codecs.gemini.response import (
     new_response_id,
 )
 from extproc.codecs.gemini.wire import (
+    PROTOCOL,
     args_object,
     args_text,
     decoder,
@@ -129,6 +130,7 @@ class GeminiStreamDecoder:
                 StreamStart(
                     id=given if isinstance(given, str) else "",
                     model=model if isinstance(model, str) else "",
+                    protocol=PROTOCOL,
                 )
             )
         try:
@@ -200,6 +202,7 @@ class GeminiStreamEncoder:
         self._usage: Usage | None = None
         self._held: list[dict[str, Any]] = []  # parts for the last event, after a finish
         self._closed = False
+        self._trusted = False  # set from StreamStart.protocol
 
     # -- pass-through bookkeeping -------------------------------------------------------------
 
@@ -207,7 +210,7 @@ class GeminiStreamEncoder:
         pending = self._calls or self._signature is not None or self._finish is not None
         return not self._closed and not pending
 
-    def observe(self, events: list[StreamEvent]) -> None:
+    def observe(self, events: list[StreamEvent], raw: bytes | None = None) -> None:
         for event in events:
             if isinstance(event, StreamStart):
                 self._start(event)
@@ -277,8 +280,12 @@ class GeminiStreamEncoder:
     def _start(self, event: StreamStart) -> None:
         self._id = event.id or self._id
         self._model = event.model or self._model
+        # thoughtSignatures are replay tokens: only a Gemini stream's are real.
+        self._trusted = event.protocol == PROTOCOL
 
     def _reasoning(self, event: ReasoningDelta, parts: list[dict[str, Any]]) -> None:
+        if not self._trusted and event.signature is not None:
+            event = ReasoningDelta(text=event.text)
         if event.text:
             self._flush_calls(parts)
             if event.signature is not None and self._signature is not None:

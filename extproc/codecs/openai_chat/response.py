@@ -134,6 +134,7 @@ def decode_response(body: bytes) -> CanonicalResponse:
             )
         finish = finish_in(choice.get("finish_reason"))
     return CanonicalResponse(
+        protocol="openai-chat",
         id=str(data.get("id") or ""),
         model=str(data.get("model") or ""),
         created=_int(data.get("created")),

@@ -21,6 +21,7 @@ from extproc.canonical import (
     Usage,
     UsageReport,
 )
+from extproc.codecs.openai_chat.request import PROTOCOL
 from extproc.codecs.openai_chat.response import (
     decode_error,
     error_body,
@@ -75,6 +76,7 @@ class ChatStreamDecoder:
                     model=str(data.get("model") or ""),
                     created=data["created"] if isinstance(data.get("created"), int) else 0,
                     extra=extra or None,
+                    protocol=PROTOCOL,
                 )
             )
         if isinstance(choices, list):
@@ -146,7 +148,7 @@ class ChatStreamEncoder:
             return False
         return self.include_usage or not any(isinstance(e, UsageReport) for e in events)
 
-    def observe(self, events: list[StreamEvent]) -> None:
+    def observe(self, events: list[StreamEvent], raw: bytes | None = None) -> None:
         for event in events:
             if isinstance(event, StreamStart):
                 self._start(event)

@@ -78,6 +78,7 @@ def decode_response(body: bytes) -> CanonicalResponse:
         content.extend(output_item_parts(item))
     has_calls = any(isinstance(p, ToolCallPart) for p in content)
     response = CanonicalResponse(
+        protocol=PROTOCOL,
         id=str(data.get("id") or ""),
         model=str(data.get("model") or ""),
         created=_timestamp(data.get("created_at")),

@@ -49,6 +49,7 @@ from extproc.canonical import (
     UsageReport,
 )
 from extproc.codecs.openai_responses.common import (
+    PROTOCOL,
     as_dict,
     failure_error,
     finish_from_status,
@@ -147,6 +148,7 @@ class ResponsesStreamDecoder:
                 id=str(response.get("id") or ""),
                 model=str(response.get("model") or ""),
                 created=int(created) if isinstance(created, int | float) else 0,
+                protocol=PROTOCOL,
             )
         )
 
