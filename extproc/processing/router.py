@@ -198,7 +198,8 @@ class RouterProcessor:
         streaming = self._status == 200 and ctype.startswith("text/event-stream")
         wants_stream = self.request is not None and self.request.stream
         if streaming and wants_stream and self._backend is not None and self.ctx is not None:
-            assert self.request is not None
+            request = self.request
+            assert request is not None
             self._mode = "stream"
             self._translator = StreamTranslator(
                 decoder=self._backend.stream_decoder(),
@@ -206,6 +207,7 @@ class RouterProcessor:
                 same_protocol=self._backend.name == codec.name,
                 pipeline=self.app.pipeline,
                 ctx=self.ctx,
+                input_estimate=lambda: estimate_tokens(request),
             )
             return Continue(
                 set_headers={

@@ -4,17 +4,43 @@ Per body chunk Envoy sends, :meth:`StreamTranslator.feed` returns the bytes
 of the complete client events it could produce (possibly none). When both
 sides speak the same protocol and no stage changed an event, the provider's
 raw event bytes go out unchanged.
+
+A provider that finishes without reporting usage (some OpenAI-compatible
+servers ignore ``stream_options.include_usage``) gets the proxy's estimate
+reported in its place: input from the request, output from what streamed.
 """
 
 from __future__ import annotations
 
-from extproc.canonical import CanonicalError, Finish, StreamEvent, Usage, UsageReport
+from collections.abc import Callable
+
+from extproc.canonical import (
+    CanonicalError,
+    Finish,
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
 from extproc.codecs import StreamDecoder, StreamEncoder
 from extproc.pipeline import Pipeline, RequestContext
 
 
 class StreamTranslator:
-    __slots__ = ("_ctx", "_decoder", "_encoder", "_pipeline", "_same", "finish_reason", "usage")
+    __slots__ = (
+        "_ctx",
+        "_decoder",
+        "_encoder",
+        "_input_estimate",
+        "_output_bytes",
+        "_pipeline",
+        "_same",
+        "finish_reason",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -23,12 +49,15 @@ class StreamTranslator:
         same_protocol: bool,
         pipeline: Pipeline,
         ctx: RequestContext,
+        input_estimate: Callable[[], int] = lambda: 0,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
         self._same = same_protocol
         self._pipeline = pipeline if pipeline.inspects_stream else None
         self._ctx = ctx
+        self._input_estimate = input_estimate
+        self._output_bytes = 0
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
 
@@ -36,7 +65,16 @@ class StreamTranslator:
         return self._translate(self._decoder.feed(chunk))
 
     def finish(self) -> bytes:
-        return self._translate(self._decoder.finish()) + self._encoder.finish()
+        tail = self._translate(self._decoder.finish())
+        if self.usage is None and self.finish_reason is not None:
+            tail += self._encoder.encode([self._estimated_usage()])
+        return tail + self._encoder.finish()
+
+    def _estimated_usage(self) -> UsageReport:
+        self.usage = Usage(
+            input_tokens=self._input_estimate(), output_tokens=(self._output_bytes + 3) // 4
+        )
+        return UsageReport(self.usage)
 
     def error(self, error: CanonicalError) -> bytes:
         """End the client stream with an error event."""
@@ -53,10 +91,19 @@ class StreamTranslator:
             else:
                 changed = events
             for event in changed:
-                if isinstance(event, UsageReport):
+                if isinstance(event, TextDelta | ReasoningDelta):
+                    self._output_bytes += len(event.text.encode())
+                elif isinstance(event, ToolCallDelta):
+                    self._output_bytes += len(event.arguments.encode())
+                elif isinstance(event, UsageReport):
                     self.usage = event.usage
                 elif isinstance(event, Finish):
                     self.finish_reason = event.reason
+                elif isinstance(event, StreamEnd) and self.usage is None:
+                    if self.finish_reason is not None:
+                        at = changed.index(event)
+                        changed = [*changed[:at], self._estimated_usage(), *changed[at:]]
+                    break
             if self._same and changed is events and encoder.can_pass_through(events):
                 encoder.observe(events, raw)
                 out.append(raw)

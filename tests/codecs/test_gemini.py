@@ -1058,7 +1058,7 @@ def test_a_bare_signature_part_is_reasoning_not_empty_text() -> None:
     chat = to_json(CHAT.encode_request(request, "gpt-4.1").body)
     assert chat["messages"][1] == {
         "role": "assistant",
-        "content": [{"type": "text", "text": "Sail at noon."}],
+        "content": "Sail at noon.",  # text-only content goes as a string to Chat
     }
     answer = {
         "candidates": [
@@ -1101,7 +1101,7 @@ def test_gemini_extras_reach_only_gemini() -> None:
         {
             "role": "tool",
             "tool_call_id": "fc-1",
-            "content": [{"type": "text", "text": "port closed"}],
+            "content": "port closed",
         }
     ]
 

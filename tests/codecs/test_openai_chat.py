@@ -958,3 +958,24 @@ def test_same_protocol_keeps_unknown_fields_of_parts_calls_and_tools() -> None:
     _, other = encoded_.path, encoded_.body
     text = other.decode()
     assert "cache_control" not in text and "extra_content" not in text and "x-flag" not in text
+
+
+def test_text_only_content_from_other_protocols_goes_as_a_string() -> None:
+    """llama.cpp's server (and older vLLM) reject arrays outside user messages."""
+    from extproc.canonical import CanonicalRequest, Message, TextPart
+
+    request = CanonicalRequest(
+        protocol="anthropic",
+        model="m",
+        messages=[
+            Message(role="system", content=[TextPart("You are terse."), TextPart("Be kind.")]),
+            Message(role="user", content=[TextPart("hi")]),
+            Message(role="assistant", content=[TextPart("hello")]),
+        ],
+    )
+    sent = json.loads(CODEC.encode_request(request, "m").body)
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are terse.\n\nBe kind."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]

@@ -467,3 +467,43 @@ def test_retry_hint_only_in_a_gemini_body_becomes_a_retry_after_header() -> None
     assert action.set_headers["retry-after"] == "7"
     error = json.loads(action.body)["error"]  # OpenAI dialect for the OpenAI client
     assert error["type"] == "rate_limit_error" and error["message"] == "Resource exhausted"
+
+
+def test_missing_provider_usage_is_estimated_for_the_client() -> None:
+    """llama.cpp's server ignores include_usage: Anthropic clients still get usage."""
+    config = {
+        "backends": {"up": {"type": "openai-compatible", "base_url": "http://127.0.0.1:9005/v1"}},
+        "default_backend": "up",
+    }
+    app = App(build_config(config))
+    router = app.router()
+    anthropic_headers = {
+        ":method": "POST",
+        ":path": "/anthropic/v1/messages",
+        "x-api-key": "sk-fake-client",
+        "anthropic-version": "2023-06-01",
+    }
+    assert isinstance(router.request_headers(anthropic_headers, False), Continue)
+    payload = {
+        "model": "up:m",
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": "count to three, please"}],
+    }
+    assert isinstance(router.request_body(json.dumps(payload).encode(), True), Continue)
+    host = {"instance": "up", "schema": "openai-chat"}
+    router.response_headers(
+        {":status": "200", **FROM_UPSTREAM, "content-type": "text/event-stream"}, False, host
+    )
+    no_usage = SSE_OK.replace(SSE_OK.split(b"\n\n")[3] + b"\n\n", b"")  # drop the usage chunk
+    action = router.response_body(no_usage, True)
+    assert isinstance(action, Continue) and action.body is not None
+    events = [
+        json.loads(block.split(b"data: ", 1)[1])
+        for block in action.body.split(b"\n\n")
+        if b"data: " in block
+    ]
+    start = next(e for e in events if e["type"] == "message_start")
+    delta = next(e for e in events if e["type"] == "message_delta")
+    assert start["message"]["usage"]["input_tokens"] > 0
+    assert delta["usage"]["output_tokens"] == (len(b"Hi") + 3) // 4

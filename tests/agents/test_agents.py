@@ -1,0 +1,65 @@
+"""Real coding agents from npm as clients, each in a loopback-only network namespace.
+
+Claude Code (`claude -p`), Codex (`codex exec`) and Gemini CLI (`gemini -p`)
+run non-interactively with their base URL pointed at the proxy, inside a
+network namespace that has only loopback (``unshare -n`` + ``ip link set lo
+up``), so nothing can reach anything but the proxy. Each gets its answer
+through a backend of another schema than its own. The agents are installed
+from tests/agents/package.json by .ci/run (``npm ci``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.harness import REPO
+
+BIN = REPO / "tests" / "agents" / "node_modules" / ".bin"
+ANSWER = "PONG-7f3a"
+
+
+def run_in_netns(*args: str, timeout: float = 300) -> dict[str, Any]:
+    assert shutil.which("unshare") and shutil.which("ip"), "needs util-linux and iproute2"
+    for agent in ("claude", "codex", "gemini"):
+        assert (BIN / agent).exists(), f"run: npm ci --prefix tests/agents ({agent} missing)"
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, str(REPO / "tests" / "agents" / "netns_run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize(
+    ("agent", "schema", "path"),
+    [
+        ("claude", "openai-chat", "/v1/chat/completions"),
+        ("codex", "gemini", "/v1beta/models/fake-model-1:streamGenerateContent"),
+        ("gemini", "anthropic", "/v1/messages"),
+    ],
+)
+def test_agent_through_another_schema(agent: str, schema: str, path: str) -> None:
+    result = run_in_netns("--agent", agent, "--schema", schema, "--answer", ANSWER)
+    assert result["returncode"] == 0, result
+    assert ANSWER in result["stdout"], result
+    assert result["provider_requests"] >= 1
+    assert path in result["provider_paths"]
+
+
+def test_claude_code_on_a_real_model() -> None:
+    """No fake on this path: Claude Code -> proxy -> llama-cpp-python serving SmolLM2."""
+    result = run_in_netns(
+        "--agent", "claude", "--real-model", "--prompt", "What is the capital of France?"
+    )
+    assert result["returncode"] == 0, result
+    assert result["stdout"].strip(), result
