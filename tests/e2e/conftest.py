@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import PROVIDER_KEY, ProxyProcess, fast_health, proxy_config, running_proxy
 
 
@@ -81,3 +85,60 @@ def proxy(
     tmp: Path = tmp_path_factory.mktemp("proxy")
     with running_proxy(tmp, two_backends(fake_a, fake_b)) as running:
         yield running
+
+
+# -- a provider of every schema (the translation tests) -----------------------------
+
+#: backend schema -> (instance name, backend type)
+BACKENDS = {
+    "openai-chat": ("chat", "openai-compatible"),
+    "openai-responses": ("resp", "openai-responses"),
+    "anthropic": ("claude", "anthropic"),
+    "gemini": ("gem", "gemini"),
+}
+
+
+@pytest.fixture(scope="module")
+def schema_fakes() -> Iterator[dict[str, Any]]:
+    started: dict[str, Any] = {
+        "openai-chat": FakeOpenAI(name="chat", expected_api_key=f"{PROVIDER_KEY}-chat"),
+        "openai-responses": FakeResponses(name="resp", expected_api_key=f"{PROVIDER_KEY}-resp"),
+        "anthropic": FakeAnthropic(name="claude", expected_api_key=f"{PROVIDER_KEY}-claude"),
+        "gemini": FakeGemini(name="gem", expected_api_key=f"{PROVIDER_KEY}-gem"),
+    }
+    for fake in started.values():
+        fake.start()
+    try:
+        yield started
+    finally:
+        for fake in started.values():
+            fake.stop()
+
+
+@pytest.fixture(scope="module")
+def translation_proxy(
+    tmp_path_factory: pytest.TempPathFactory, schema_fakes: dict[str, Any]
+) -> Iterator[ProxyProcess]:
+    """One proxy with a backend of every schema (instances chat, resp, claude, gem)."""
+    backends = {
+        instance: {
+            "type": kind,
+            "base_url": schema_fakes[schema].base_url,
+            "api_key": f"{PROVIDER_KEY}-{instance}",
+            **fast_health(),
+        }
+        for schema, (instance, kind) in BACKENDS.items()
+    }
+    with running_proxy(tmp_path_factory.mktemp("matrix"), proxy_config(backends)) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _reset_schema_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "schema_fakes" not in request.fixturenames:
+        return
+    for fake in request.getfixturevalue("schema_fakes").values():
+        fake.clear_faults()
+        fake.clear_responses()
+        fake.clear_requests()

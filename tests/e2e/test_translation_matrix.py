@@ -9,71 +9,17 @@ their own protocol: what the client saw, and what the provider received.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.backends import READERS
 from tests.e2e.clients import FRONTENDS, SYSTEM, TOOL_NAME, TOOL_RESULT
-from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.gemini_upstream import FakeGemini
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.fakes.responses_upstream import FakeResponses
-from tests.harness import PROVIDER_KEY, ProxyProcess, fast_health, proxy_config, running_proxy
+from tests.e2e.conftest import BACKENDS
+from tests.harness import ProxyProcess
 
-#: backend schema -> (instance name, backend type)
-BACKENDS = {
-    "openai-chat": ("chat", "openai-compatible"),
-    "openai-responses": ("resp", "openai-responses"),
-    "anthropic": ("claude", "anthropic"),
-    "gemini": ("gem", "gemini"),
-}
 MODEL = "fake-model-1"
 FINAL = "High tide in Porto is at 14:05."
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, Any]]:
-    started: dict[str, Any] = {
-        "openai-chat": FakeOpenAI(name="chat", expected_api_key=f"{PROVIDER_KEY}-chat"),
-        "openai-responses": FakeResponses(name="resp", expected_api_key=f"{PROVIDER_KEY}-resp"),
-        "anthropic": FakeAnthropic(name="claude", expected_api_key=f"{PROVIDER_KEY}-claude"),
-        "gemini": FakeGemini(name="gem", expected_api_key=f"{PROVIDER_KEY}-gem"),
-    }
-    for fake in started.values():
-        fake.start()
-    try:
-        yield started
-    finally:
-        for fake in started.values():
-            fake.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    tmp_path_factory: pytest.TempPathFactory, fakes: dict[str, Any]
-) -> Iterator[ProxyProcess]:
-    backends = {
-        instance: {
-            "type": kind,
-            "base_url": fakes[schema].base_url,
-            "api_key": f"{PROVIDER_KEY}-{instance}",
-            **fast_health(),
-        }
-        for schema, (instance, kind) in BACKENDS.items()
-    }
-    with running_proxy(tmp_path_factory.mktemp("matrix"), proxy_config(backends)) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _reset(fakes: dict[str, Any]) -> Iterator[None]:
-    yield
-    for fake in fakes.values():
-        fake.clear_faults()
-        fake.clear_responses()
-        fake.clear_requests()
 
 
 def received(fake: Any, schema: str) -> Any:
@@ -86,13 +32,13 @@ def received(fake: Any, schema: str) -> Any:
 @pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("frontend", list(FRONTENDS))
 def test_tool_round_trip(
-    proxy: ProxyProcess,
-    fakes: dict[str, Any],
+    translation_proxy: ProxyProcess,
+    schema_fakes: dict[str, Any],
     frontend: str,
     backend: str,
     stream: bool,
 ) -> None:
-    fake = fakes[backend]
+    proxy, fake = translation_proxy, schema_fakes[backend]
     client = FRONTENDS[frontend]
     model = f"{BACKENDS[backend][0]}:{MODEL}"
 
