@@ -333,11 +333,12 @@ def test_midstream_errors_end_the_clients_stream_with_its_error_event(
     translation_proxy: ProxyProcess, schema_fakes: dict[str, Any]
 ) -> None:
     schema_fakes["openai-chat"].set_fault(midstream_error=3)
-    with pytest.raises(anthropic.APIStatusError):
-        with anthropic_client(translation_proxy).messages.stream(
-            model="chat:fake-model-1", max_tokens=50, messages=[{"role": "user", "content": "x"}]
-        ) as events:
-            events.get_final_message()
+    client = anthropic_client(translation_proxy)
+    stream = client.messages.stream(
+        model="chat:fake-model-1", max_tokens=50, messages=[{"role": "user", "content": "x"}]
+    )
+    with pytest.raises(anthropic.APIStatusError), stream as events:
+        events.get_final_message()
     schema_fakes["anthropic"].set_fault(midstream_error=3)
     oa = openai.OpenAI(
         base_url=translation_proxy.openai_base_url, api_key=CLIENT_KEY, max_retries=0
