@@ -61,6 +61,9 @@ class Target:
     api_key: str
     #: Ask for this model instead of the phase's (the proxy's failover pool).
     model: str | None = None
+    #: The client's dialect: "openai" (Chat Completions) or "anthropic" (Messages;
+    #: the same request, translated by the proxy to the OpenAI-compatible backend).
+    dialect: str = "openai"
 
     def request(self, body: bytes, *, stream: bool) -> bytes:
         if self.model is not None:
@@ -72,7 +75,43 @@ class Target:
             "accept": "text/event-stream" if stream else "application/json",
             "user-agent": "llm-proxy-bench/1",
         }
-        return build_request(self.host, self.port, self.path, body, headers)
+        path = self.path
+        if self.dialect == "anthropic":
+            body = anthropic_body(body)
+            path = "/anthropic/v1/messages"
+            headers = {
+                "x-api-key": self.api_key,
+                "anthropic-version": "2023-06-01",
+                "accept": headers["accept"],
+                "user-agent": headers["user-agent"],
+            }
+        return build_request(self.host, self.port, path, body, headers)
+
+    def check(self, response: Response, expected_text: str) -> str | None:
+        if self.dialect == "anthropic":
+            return check_anthropic_json(response, expected_text)
+        return check_json(response, expected_text)
+
+    def analyze(self, response: Response, expected_text: str) -> StreamSample | str:
+        if self.dialect == "anthropic":
+            return analyze_stream(response, expected_text, anthropic=True)
+        return analyze_stream(response, expected_text)
+
+
+def anthropic_body(chat_body: bytes) -> bytes:
+    """The same request as an Anthropic Messages body (system hoisted, max_tokens kept)."""
+    data = json.loads(chat_body)
+    system = [m["content"] for m in data["messages"] if m["role"] == "system"]
+    body: dict[str, Any] = {
+        "model": data["model"],
+        "max_tokens": data.get("max_tokens", 512),
+        "system": "\n\n".join(system),
+        "messages": [m for m in data["messages"] if m["role"] != "system"],
+        "temperature": data.get("temperature", 1),
+    }
+    if data.get("stream"):
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @dataclass
@@ -134,6 +173,20 @@ def check_json(response: Response, expected_text: str) -> str | None:
     return None
 
 
+def check_anthropic_json(response: Response, expected_text: str) -> str | None:
+    """None when ``response`` is a 200 Anthropic message whose text is ``expected_text``."""
+    body = response.full_body()
+    if response.status != 200:
+        return f"status {response.status}: {_excerpt(body)}"
+    try:
+        content = json.loads(body)["content"][0]["text"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"bad JSON body ({exc!r}): {_excerpt(body)}"
+    if content != expected_text:
+        return f"unexpected content {content!r:.120}"
+    return None
+
+
 def _sse_data(event: bytes) -> bytes | None:
     """The ``data`` of one SSE event (lines joined by LF), None when it has none."""
     lines = []
@@ -144,8 +197,14 @@ def _sse_data(event: bytes) -> bytes | None:
     return b"\n".join(lines) if lines else None
 
 
-def analyze_stream(response: Response, expected_text: str) -> StreamSample | str:
-    """Times of one SSE stream, or why it is not a valid Chat Completions stream."""
+def analyze_stream(
+    response: Response, expected_text: str, *, anthropic: bool = False
+) -> StreamSample | str:
+    """Times of one SSE stream, or why it is not a valid Chat Completions stream.
+
+    ``anthropic``: an Anthropic Messages stream instead (text deltas, ends with
+    ``message_stop``).
+    """
     if response.status != 200:
         return f"status {response.status}: {_excerpt(response.full_body())}"
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -175,8 +234,17 @@ def analyze_stream(response: Response, expected_text: str) -> StreamSample | str
                 return f"event is not JSON: {_excerpt(payload)}"
             if "error" in chunk:
                 return f"error event: {_excerpt(payload)}"
-            for choice in chunk.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
+            if anthropic:
+                if chunk.get("type") == "message_stop":
+                    done = True
+                delta = chunk.get("delta") or {}
+                contents = [delta.get("text")] if delta.get("type") == "text_delta" else []
+            else:
+                contents = [
+                    (choice.get("delta") or {}).get("content")
+                    for choice in chunk.get("choices") or ()
+                ]
+            for content in contents:
                 if content:
                     parts.append(content)
                     arrivals.append(arrived)
@@ -331,14 +399,14 @@ async def run_sequential(
         for failure in client.failures:
             result.error(failure)
         for response in responses:
-            sample = analyze_stream(response, expected_text)
+            sample = target.analyze(response, expected_text)
             if isinstance(sample, str):
                 result.error(sample)
             else:
                 result.streams.append(sample)
                 result.latencies_ns.append(sample.total_ns)
     else:
-        _record(result, client, responses, lambda r: check_json(r, expected_text))
+        _record(result, client, responses, lambda r: target.check(r, expected_text))
     return result
 
 
@@ -390,5 +458,5 @@ async def run_closed_loop(
         watchdog.cancel()
         client.close()
     responses = [response for out in per_worker for response in out]
-    _record(result, client, responses, lambda r: check_json(r, expected_text))
+    _record(result, client, responses, lambda r: target.check(r, expected_text))
     return result

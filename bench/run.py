@@ -43,6 +43,12 @@ from bench.procs import (
 )
 from bench.profiling import PySpyRecorder, find_py_spy, summarize_speedscope
 from bench.stats import summarize_ns
+from bench.translation import (
+    chunk_translation_cpu,
+    request_translation_cpu,
+    through_proxy,
+)
+from bench.translation import render as render_translation
 
 MODEL = "gpt-4o-mini"
 CHAT_PATH = "/v1/chat/completions"
@@ -456,6 +462,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                     settings, targets, sampler, expected_text, control_port, proxy_cfg["admin_port"]
                 )
             )
+            _progress("translation: OpenAI vs Anthropic client through the proxy, in-process CPU")
+            translation = {
+                "through_proxy": asyncio.run(
+                    through_proxy(
+                        proxy_cfg["port"],
+                        CLIENT_KEY,
+                        MODEL,
+                        expected_text,
+                        settings.latency_requests,
+                        settings.stream_requests,
+                        pace=lambda on: fake_control(
+                            control_port,
+                            "POST" if on else "DELETE",
+                            "/faults",
+                            {"chunk_delay": settings.paced_gap_ms / 1000, "chat_only": True}
+                            if on
+                            else None,
+                        ),
+                        paced_streams=settings.paced_streams if settings.paced_gap_ms > 0 else 0,
+                    )
+                ),
+                "request_cpu": request_translation_cpu(),
+                "chunk_cpu": chunk_translation_cpu(),
+            }
             if settings.profile:
                 profile = run_profile(
                     settings, targets["proxy"], extproc.pid, sampler, expected_text
@@ -473,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, concurrencies=settings.concurrencies, expected_chunks=settings.content_chunks
     )
     print(reporting.render(report, settings.describe()), flush=True)
+    print("\n" + render_translation(translation), flush=True)
     if settings.profile:
         assert profile is not None
         print(reporting.render_profile(profile), flush=True)
@@ -481,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": settings.describe(),
         "pids": pids,
         **report,
+        "translation": translation,
         "profile": profile,
         "loadavg_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
