@@ -22,6 +22,7 @@ from extproc.canonical import (
     ToolChoice,
     ToolResultPart,
 )
+from extproc.codecs.fields import optional, optional_number
 from extproc.errors import InvalidRequest
 
 PROTOCOL = "openai-chat"
@@ -92,15 +93,15 @@ def decode_request(body: Mapping[str, Any]) -> CanonicalRequest:
             req.extra["tool_choice"] = choice
         else:
             req.tool_choice = decoded
-    req.parallel_tool_calls = _opt(body, "parallel_tool_calls", bool)
-    req.temperature = _opt_number(body, "temperature")
-    req.top_p = _opt_number(body, "top_p")
-    req.presence_penalty = _opt_number(body, "presence_penalty")
-    req.frequency_penalty = _opt_number(body, "frequency_penalty")
-    req.seed = _opt(body, "seed", int)
-    req.user = _opt(body, "user", str)
+    req.parallel_tool_calls = optional(body, "parallel_tool_calls", bool)
+    req.temperature = optional_number(body, "temperature")
+    req.top_p = optional_number(body, "top_p")
+    req.presence_penalty = optional_number(body, "presence_penalty")
+    req.frequency_penalty = optional_number(body, "frequency_penalty")
+    req.seed = optional(body, "seed", int)
+    req.user = optional(body, "user", str)
     for field in ("max_completion_tokens", "max_tokens"):
-        if (value := _opt(body, field, int)) is not None:
+        if (value := optional(body, field, int)) is not None:
             req.max_output_tokens = value
             req.hints["max_tokens_field"] = field
             break
@@ -112,7 +113,7 @@ def decode_request(body: Mapping[str, Any]) -> CanonicalRequest:
         req.stop = list(stop)
     elif stop is not None:
         raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
-    if (effort := _opt(body, "reasoning_effort", str)) is not None:
+    if (effort := optional(body, "reasoning_effort", str)) is not None:
         req.reasoning = Reasoning(effort=effort)
     if (response_format := body.get("response_format")) is not None:
         decoded_format = _decode_response_format(response_format)
@@ -120,7 +121,7 @@ def decode_request(body: Mapping[str, Any]) -> CanonicalRequest:
             req.extra["response_format"] = response_format
         else:
             req.response_format = decoded_format
-    req.stream = bool(_opt(body, "stream", bool))
+    req.stream = bool(optional(body, "stream", bool))
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
@@ -133,26 +134,6 @@ def decode_request(body: Mapping[str, Any]) -> CanonicalRequest:
         if key not in _KNOWN:
             req.extra[key] = value
     return req
-
-
-def _opt(body: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidRequest(f"'{key}' must be of type {kind.__name__}", param=key)
-    return value
-
-
-def _opt_number(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(f"'{key}' must be a number", param=key)
-    return float(value)
 
 
 def _decode_message(raw: Any, index: int) -> Message:

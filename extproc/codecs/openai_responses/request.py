@@ -58,6 +58,7 @@ from extproc.canonical import (
     ToolResultPart,
 )
 from extproc.codecs.base import REQUIRES_PROTOCOL
+from extproc.codecs.fields import optional, optional_number
 from extproc.codecs.openai_responses.common import (
     INSTRUCTIONS_MARK,
     INSTRUCTIONS_VALUE,
@@ -124,12 +125,12 @@ def decode_request(body: Mapping[str, Any]) -> CanonicalRequest:
             req.extra["tool_choice"] = choice
         else:
             req.tool_choice = decoded
-    req.parallel_tool_calls = _opt(body, "parallel_tool_calls", bool)
-    req.max_output_tokens = _opt(body, "max_output_tokens", int)
-    req.temperature = _opt_number(body, "temperature")
-    req.top_p = _opt_number(body, "top_p")
-    req.user = _opt(body, "user", str)
-    req.stream = bool(_opt(body, "stream", bool))
+    req.parallel_tool_calls = optional(body, "parallel_tool_calls", bool)
+    req.max_output_tokens = optional(body, "max_output_tokens", int)
+    req.temperature = optional_number(body, "temperature")
+    req.top_p = optional_number(body, "top_p")
+    req.user = optional(body, "user", str)
+    req.stream = bool(optional(body, "stream", bool))
     if (reasoning := body.get("reasoning")) is not None:
         req.reasoning = _decode_reasoning(reasoning, req.extra)
     if (text := body.get("text")) is not None:
@@ -151,26 +152,6 @@ def _model(body: Mapping[str, Any]) -> str:
     if not model.strip():
         raise InvalidRequest("'model' must not be empty", param="model", code="invalid_model")
     return model.strip()
-
-
-def _opt(body: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidRequest(f"'{key}' must be of type {kind.__name__}", param=key)
-    return value
-
-
-def _opt_number(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(f"'{key}' must be a number", param=key)
-    return float(value)
 
 
 # -- input ---------------------------------------------------------------------------
