@@ -2,9 +2,10 @@
 
 It follows ``WIRE_FORMATS.md`` section 4 (Gemini generateContent) and the fake-upstream checklist
 (5.11) closely enough that the official ``google-genai`` SDK, and Envoy in front of it, take it
-for the real thing. It shares the HTTP/1.1 plumbing, the fault board and the knob API of
-:mod:`tests.fakes.openai_upstream` (keep-alive, chunked request bodies, ``TCP_NODELAY``; the same
-``set_fault`` knobs with the same semantics); only the protocol differs:
+for the real thing. It shares the HTTP/1.1 server, request recording, scripted answers, fault
+knobs, control API and command line of every fake (:mod:`tests.fakes.base`: keep-alive, chunked
+request bodies, ``TCP_NODELAY``; the same ``set_fault`` knobs with the same semantics); only the
+protocol differs:
 
 * endpoints, under ``path_prefix`` (default ``/v1beta``, so ``base_url`` is
   ``http://127.0.0.1:PORT/v1beta``): ``POST {prefix}/models/{model}:generateContent``,
@@ -41,7 +42,7 @@ prompt-only ``usageMetadata``, each function call whole in its own event, and th
 ``finishReason`` with the complete ``usageMetadata`` on the last event (an empty text part for
 text answers, the last call otherwise).
 
-Fault knobs (``set_fault``, ``clear_faults``, ``restore``) are those of the OpenAI fake: ``status``
+Fault knobs (``set_fault``, ``clear_faults``, ``restore``) are those of every fake: ``status``
 (+ ``retry_after``, seconds, into ``RetryInfo``), ``delay``, ``reset``, ``refuse``,
 ``stall_after``, ``chunk_delay``, ``midstream_error`` (after N events, ``data: {"error":
 {"code": 500, ..., "status": "INTERNAL"}}`` and the connection closes), ``count`` and
@@ -56,47 +57,36 @@ prints ``listening on PORT``; the control port serves the same JSON API as the O
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import itertools
 import json
 import re
-import signal
-import socket
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Final, TypeVar
-from urllib.parse import parse_qs, unquote
+from functools import partial
+from typing import Any, Final
 
-from tests.fakes.openai_upstream import (
-    _LAST_CHUNK,
-    _REASONS,
+from tests.fakes.base import (
     FAULT_KNOBS,
+    REASONS,
+    Exchange,
+    FakeUpstream,
+    HttpRequest,
+    JSONDict,
     RecordedRequest,
-    _abort_with_rst,
-    _BadRequest,
-    _check_int,
-    _check_seconds,
-    _chunk,
-    _dumps,
-    _FaultBoard,
-    _HttpRequest,
-    _parse_json,
-    _read_request,
-    _stall,
-    _StatusFault,
+    Route,
+    ScriptedChatAnswer,
+    StatusFault,
     default_answer,
+    dumps,
+    format_seconds,
+    pieces,
+    render_head,
+    run_cli,
+    start_control_server,
 )
-
-JSONDict = dict[str, Any]
-_T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -106,16 +96,13 @@ __all__ = [
     "ScriptedResponse",
     "default_answer",
     "main",
+    "start_control_server",
 ]
 
 DEFAULT_MODELS: Final = ("gemini-2.5-flash", "gemini-2.5-pro")
 GENERATE_ACTIONS: Final = frozenset({"generateContent", "streamGenerateContent"})
 
-_REQUEST_KNOBS: Final = ("reset", "delay", "status")
-_STREAM_KNOBS: Final = ("stall_after", "chunk_delay", "midstream_error")
-_HEAD_LIMIT: Final = 1 << 20
 _JSON_TYPE: Final = "application/json; charset=UTF-8"
-_SSE_TYPE: Final = "text/event-stream"
 _STATIC_HEADERS: Final = (
     "vary: Origin, X-Origin, Referer\r\n"
     "server: scaffolding on HTTPServer2\r\n"
@@ -184,16 +171,9 @@ def _get(obj: Any, name: str) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class ScriptedResponse:
+class ScriptedResponse(ScriptedChatAnswer):
     """A scripted answer; see ``FakeGemini.queue_response``."""
 
-    text: str | None = None
-    tool_calls: tuple[tuple[str, str], ...] = ()
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
     #: A thought summary, sent as ``thought: true`` parts when the request asks for them.
     thinking: str | None = None
 
@@ -219,8 +199,11 @@ class _ApiError:
             error["details"] = list(self.details)
         return {"error": error}
 
-    def body(self) -> bytes:
-        return _dumps(self.payload()).encode()
+    def body(self, _request_id: str = "") -> bytes:
+        return dumps(self.payload()).encode()
+
+    def response_headers(self) -> tuple[tuple[str, str], ...]:
+        return self.headers
 
 
 def _invalid(message: str, field: str | None = None) -> _ApiError:
@@ -233,19 +216,7 @@ def _invalid(message: str, field: str | None = None) -> _ApiError:
 
 
 def _retry_info(seconds: float) -> JSONDict:
-    delay = str(int(seconds)) if float(seconds).is_integer() else str(seconds)
-    return {"@type": _RPC_PREFIX + "RetryInfo", "retryDelay": f"{delay}s"}
-
-
-def _fault_error(fault: _StatusFault, name: str) -> _ApiError:
-    status, retry = fault.status, fault.retry_after
-    message = _FAULT_MESSAGES.get(
-        status, f"{_REASONS.get(status, 'Error')} (fault injected by fake upstream {name})"
-    )
-    details: tuple[JSONDict, ...] = ()
-    if status in (429, 503) or retry is not None:
-        details = (_retry_info(1 if retry is None else retry),)
-    return _ApiError(status, message, details)
+    return {"@type": _RPC_PREFIX + "RetryInfo", "retryDelay": f"{format_seconds(seconds)}s"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,11 +421,11 @@ class _Answer:
         }
         bodies = [
             self.body([{"text": piece, "thought": True}], final=False, usage=early)
-            for piece in _pieces(self.thinking or "", chunk_chars)
+            for piece in pieces(self.thinking or "", chunk_chars)
         ]
         bodies += [
             self.body([{"text": piece}], final=False, usage=early)
-            for piece in _pieces(self.text or "", chunk_chars)
+            for piece in pieces(self.text or "", chunk_chars)
         ]
         for index in range(len(self.calls)):
             last = index == len(self.calls) - 1
@@ -466,10 +437,6 @@ class _Answer:
                 tail["thoughtSignature"] = self.signature
             bodies.append(self.body([tail], final=True, usage=self.usage))
         return bodies
-
-
-def _pieces(text: str, size: int) -> list[str]:
-    return [text[start : start + size] for start in range(0, len(text), size)]
 
 
 def _usage(prompt: int, candidates: int, thoughts: int, cached: int) -> JSONDict:
@@ -486,7 +453,7 @@ def _usage(prompt: int, candidates: int, thoughts: int, cached: int) -> JSONDict
 
 
 def _sse(body: JSONDict) -> bytes:
-    return b"data: " + _dumps(body).encode() + b"\r\n\r\n"
+    return b"data: " + dumps(body).encode() + b"\r\n\r\n"
 
 
 _MIDSTREAM_PAYLOAD: Final = {
@@ -496,7 +463,7 @@ _MIDSTREAM_ERROR: Final = _sse(_MIDSTREAM_PAYLOAD)
 
 
 def _prompt_tokens(payload: JSONDict) -> int:
-    counted = _dumps(_get(payload, "contents")) + _dumps(_get(payload, "systemInstruction") or "")
+    counted = dumps(_get(payload, "contents")) + dumps(_get(payload, "systemInstruction") or "")
     return max(1, len(counted) // 4)
 
 
@@ -524,211 +491,27 @@ def _model_object(model_id: str) -> JSONDict:
 
 
 # --------------------------------------------------------------------------------------------
-# HTTP exchange
-
-
-class _Exchange:
-    """One request/response exchange on a connection."""
-
-    __slots__ = ("keep_alive", "payload", "query", "reader", "request", "started", "writer")
-
-    def __init__(
-        self,
-        request: _HttpRequest,
-        payload: Any,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        self.request = request
-        self.payload = payload
-        self.query = {k: v[-1] for k, v in parse_qs(request.query, keep_blank_values=True).items()}
-        self.reader = reader
-        self.writer = writer
-        self.keep_alive = request.keep_alive
-        self.started = time.perf_counter()
-
-    def head(
-        self,
-        status: int,
-        content_type: str,
-        length: int | None,
-        extra: Sequence[tuple[str, str]] = (),
-    ) -> bytes:
-        elapsed_ms = int((time.perf_counter() - self.started) * 1000)
-        parts = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n",
-            f"content-type: {content_type}\r\n",
-            _STATIC_HEADERS,
-            f"server-timing: gfet4t7; dur={elapsed_ms}\r\n",
-            f"content-length: {length}\r\n"
-            if length is not None
-            else "transfer-encoding: chunked\r\n",
-        ]
-        if not self.keep_alive:
-            parts.append("connection: close\r\n")
-        parts.extend(f"{name}: {value}\r\n" for name, value in extra)
-        parts.append("\r\n")
-        return "".join(parts).encode("latin-1")
-
-    async def send_json(
-        self, status: int, body: bytes, extra: Sequence[tuple[str, str]] = ()
-    ) -> bool:
-        self.writer.write(self.head(status, _JSON_TYPE, len(body), extra) + body)
-        await self.writer.drain()
-        return self.keep_alive
-
-    async def send_error(self, error: _ApiError) -> bool:
-        return await self.send_json(error.status, error.body(), error.headers)
-
-
-_Handler = Callable[[_Exchange, str], Awaitable[bool]]
-
-
-# --------------------------------------------------------------------------------------------
 # The server
 
 
-class FakeGemini:
+class FakeGemini(FakeUpstream[ScriptedResponse]):
     """A fake Gemini API upstream running on a background thread."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        name: str = "fake",
-        *,
-        models: Sequence[str] = DEFAULT_MODELS,
-        path_prefix: str = "/v1beta",
-        expected_api_key: str | None = None,
-        chunk_chars: int = 4,
-        answer_chars: int | None = None,
-        strict_models: bool = False,
-        max_recorded: int | None = 10_000,
-        log_requests: bool = False,
-    ) -> None:
-        self.name = name
-        self.models = tuple(models)
-        self.path_prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
-        self.expected_api_key = expected_api_key
-        self.chunk_chars = _check_int("chunk_chars", chunk_chars, 1)
-        self.answer_chars = (
-            None if answer_chars is None else _check_int("answer_chars", answer_chars, 1)
-        )
-        self.strict_models = strict_models
-        self.log_requests = log_requests
-        self._host = host
-        self._port = port
-        self._id_tag = "".join(c for c in name if c.isascii() and c.isalnum())
-        self._models_path = f"{self.path_prefix}/models"
-        self._lock = threading.Lock()
-        self._recorded: deque[RecordedRequest] = deque(maxlen=max_recorded)
-        self._request_count = 0
-        self._chat_count = 0
-        self._accepted = 0
-        self._scripts: deque[ScriptedResponse] = deque()
-        self._faults = _FaultBoard()
-        self._refused = False
-        self._sequence = itertools.count(1)
+    default_models = DEFAULT_MODELS
+    default_path_prefix = "/v1beta"
+    _script_type = ScriptedResponse
+    _label = "gemini"
+    _json_type = _JSON_TYPE
+    _cli_description = "Run a fake Gemini API upstream."
+    _api_key_help = "require x-goog-api-key: KEY or ?key=KEY"
+
+    def _setup(self) -> None:
         self._signatures = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
-        self._stall_release: asyncio.Event | None = None
-
-    # ---- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> FakeGemini:
-        """Start serving on a background thread; returns once the port is listening."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=loop.run_forever, name=f"fake-gemini-{self.name}", daemon=True
-        )
-        self._thread.start()
-        try:
-            self._run(self._boot())
-        except BaseException:
-            self._halt_loop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, dropping every open connection."""
-        if self._loop is None:
-            return
-        try:
-            self._run(self._shutdown())
-        finally:
-            self._halt_loop()
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound port (the real one when 0 was requested)."""
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """``http://HOST:PORT/v1beta``: the base URL of a Gemini backend (with the version)."""
-        host = "127.0.0.1" if self._host in ("", "0.0.0.0", "::") else self._host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self._port}{self.path_prefix}"
 
     @property
     def root_url(self) -> str:
         """``http://HOST:PORT``: what the google-genai SDK takes as ``base_url``."""
         return self.base_url[: len(self.base_url) - len(self.path_prefix)]
-
-    # ---- recorded requests -----------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of the recorded requests, oldest first."""
-        with self._lock:
-            return list(self._recorded)
-
-    def chat_requests(self) -> list[RecordedRequest]:
-        """The recorded generate requests (``:generateContent`` and ``:streamGenerateContent``)."""
-        return [r for r in self.requests if r.method == "POST" and self._is_generate(r.path)]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._recorded.clear()
-
-    @property
-    def request_count(self) -> int:
-        """Requests received since start, recorded or not."""
-        return self._request_count
-
-    @property
-    def chat_request_count(self) -> int:
-        """Generate requests received since start."""
-        return self._chat_count
-
-    @property
-    def connections_accepted(self) -> int:
-        return self._accepted
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._connections)
 
     # ---- scripted answers ------------------------------------------------------------------
 
@@ -776,194 +559,57 @@ class FakeGemini:
             reasoning_tokens,
             thinking if thinking is not None else reasoning,
         )
-        self._scripts.append(script)
+        self._queue_script(script)
 
-    def clear_responses(self) -> None:
-        self._scripts.clear()
+    # ---- protocol hooks --------------------------------------------------------------------
 
-    # ---- faults ----------------------------------------------------------------------------
+    def _is_chat(self, method: str, path: str) -> bool:
+        """Generate requests (``:generateContent`` and ``:streamGenerateContent``)."""
+        return method == "POST" and self._is_generate(path)
 
-    def set_fault(
-        self,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        delay: float | None = None,
-        reset: bool = False,
-        refuse: bool = False,
-        stall_after: int | None = None,
-        chunk_delay: float | None = None,
-        midstream_error: int | None = None,
-        count: int | None = None,
-        chat_only: bool = False,
-    ) -> None:
-        """Arm fault knobs (see the module docstring). Knobs not given keep their state."""
-        if count is not None:
-            _check_int("count", count, 1)
-        knobs: dict[str, Any] = {}
-        if status is not None:
-            _check_int("status", status, 400)
-            if status > 599:
-                raise ValueError(f"status must be 400..599, got {status}")
-            retry = None if retry_after is None else _check_seconds("retry_after", retry_after)
-            knobs["status"] = _StatusFault(status, retry)
-        elif retry_after is not None:
-            raise ValueError("retry_after only applies together with status")
-        if delay is not None:
-            knobs["delay"] = _check_seconds("delay", delay)
-        if reset:
-            knobs["reset"] = True
-        if stall_after is not None:
-            knobs["stall_after"] = _check_int("stall_after", stall_after, 0)
-        if chunk_delay is not None:
-            knobs["chunk_delay"] = _check_seconds("chunk_delay", chunk_delay)
-        if midstream_error is not None:
-            knobs["midstream_error"] = _check_int("midstream_error", midstream_error, 0)
-        self._faults.arm(knobs, count, bool(chat_only))
-        if refuse and not self._refused:
-            self._run(self._close_listener())
+    def _head_fields(self, request_id: str, started: float, content_type: str) -> tuple[str, str]:
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        return f"{_STATIC_HEADERS}server-timing: gfet4t7; dur={elapsed_ms}\r\n", ""
 
-    def clear_faults(self, *names: str) -> None:
-        """Disarm the named knobs (all when none are named), release stalls, restore listening."""
-        unknown = set(names) - set(FAULT_KNOBS)
-        if unknown:
-            raise ValueError(f"unknown fault knobs: {sorted(unknown)}")
-        targets = names or FAULT_KNOBS
-        self._faults.clear(targets)
-        if "stall_after" in targets and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._release_stalls)
-        if "refuse" in targets:
-            self.restore()
+    def _bad_request(self, message: str) -> _ApiError:
+        return _invalid(message)
 
-    def restore(self) -> None:
-        """Listen again on the same port after a ``refuse`` fault."""
-        if self._refused:
-            self._run(self._open_listener())
+    def _malformed(self, message: str) -> bytes:
+        # Unparsable HTTP gets a bare head, without the usual headers.
+        body = self._bad_request(message).body()
+        return render_head(400, self._json_type, len(body), keep_alive=False) + body
 
-    @property
-    def refused(self) -> bool:
-        return self._refused
+    def _fault_error(self, fault: StatusFault) -> _ApiError:
+        status, retry = fault.status, fault.retry_after
+        message = _FAULT_MESSAGES.get(
+            status, f"{REASONS.get(status, 'Error')} (fault injected by fake upstream {self.name})"
+        )
+        details: tuple[JSONDict, ...] = ()
+        if status in (429, 503) or retry is not None:
+            details = (_retry_info(1 if retry is None else retry),)
+        return _ApiError(status, message, details)
 
-    def active_faults(self) -> dict[str, JSONDict]:
-        faults = self._faults.describe()
-        if self._refused:
-            faults["refuse"] = {"value": True, "remaining": None, "chat_only": False}
-        return faults
+    def _not_found(self, request: HttpRequest) -> _ApiError:
+        return _ApiError(404, "Method not found.")
 
-    # ---- event-loop side: lifecycle ------------------------------------------------------
+    def _wrong_method(self, request: HttpRequest, allowed: str) -> _ApiError:
+        message = f"Method not allowed: {request.method} {request.path}."
+        return _ApiError(405, message, headers=(("allow", allowed),))
 
-    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        if self._loop is None:
-            coro.close()
-            raise RuntimeError("the fake server is not running")
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError("must not be called from the fake server's own event loop")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-
-    def _halt_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        if not thread.is_alive():
-            loop.close()
-
-    async def _boot(self) -> None:
-        self._stall_release = asyncio.Event()
-        await self._open_listener()
-
-    async def _open_listener(self) -> None:
-        self._refused = False
-        try:
-            self._server = await asyncio.start_server(
-                self._serve_connection,
-                self._host,
-                self._port,
-                limit=_HEAD_LIMIT,
-                backlog=1024,
-                reuse_address=True,
-            )
-        except BaseException:
-            self._refused = True
-            raise
-        self._port = self._server.sockets[0].getsockname()[1]
-
-    async def _close_listener(self) -> None:
-        self._refused = True
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._connections):
-            writer.transport.abort()
-
-    async def _shutdown(self) -> None:
-        await self._close_listener()
-        tasks = list(self._connections.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _release_stalls(self) -> None:
-        if self._stall_release is not None:
-            self._stall_release.set()
-        self._stall_release = asyncio.Event()
-
-    # ---- event-loop side: connections ------------------------------------------------------
-
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        if self._refused or task is None:
-            writer.transport.abort()
-            return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._connections[writer] = task
-        self._accepted += 1
-        try:
-            while await self._serve_one(reader, writer):
-                pass
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            pass  # stop() cancels connection tasks (see the OpenAI fake)
-        finally:
-            self._connections.pop(writer, None)
-            writer.close()
-
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Serve one request; True when the connection stays open for another one."""
-        try:
-            request = await _read_request(reader, writer)
-        except _BadRequest as exc:
-            body = _invalid(str(exc)).body()
-            head = (
-                f"HTTP/1.1 400 Bad Request\r\ncontent-type: {_JSON_TYPE}\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-            ).encode("latin-1")
-            writer.write(head + body)
-            await writer.drain()
-            return False
-        if request is None:
-            return False
-        payload = _parse_json(request.body)
-        is_chat = self._record(request, payload)
-        exchange = _Exchange(request, payload, reader, writer)
-        faults = self._faults.take(_REQUEST_KNOBS, is_chat=is_chat)
-        if faults.get("reset"):
-            _abort_with_rst(writer)
-            return False
-        if faults.get("delay"):
-            await asyncio.sleep(faults["delay"])
-        status_fault: _StatusFault | None = faults.get("status")
-        if status_fault is not None:
-            return await exchange.send_error(_fault_error(status_fault, self.name))
-        return await self._dispatch(exchange)
+    def _route(self, path: str) -> Route | None:
+        if path in (self._models_path, self._models_path + "/"):
+            return "GET", self._list_models
+        target = self._model_target(path)
+        if target is None:
+            return None
+        model, action = target
+        if action is None:
+            return "GET", partial(self._get_model, model=model)
+        if action in GENERATE_ACTIONS:
+            return "POST", partial(self._generate, model=model)
+        if action == "countTokens":
+            return "POST", partial(self._count_tokens, model=model)
+        return None
 
     def _is_generate(self, path: str) -> bool:
         target = self._model_target(path)
@@ -971,72 +617,19 @@ class FakeGemini:
 
     def _model_target(self, path: str) -> tuple[str, str | None] | None:
         """(model, action or None) for ``{prefix}/models/{model}[:{action}]`` paths."""
-        head = self._models_path + "/"
-        if not path.startswith(head) or len(path) == len(head):
+        target = self._model_id(path)
+        if target is None:
             return None
-        target = unquote(path[len(head) :])
         model, sep, action = target.rpartition(":")
         if sep and model and action.isalpha():
             return model, action
         return target, None
 
-    def _record(self, request: _HttpRequest, payload: Any) -> bool:
-        is_chat = request.method == "POST" and self._is_generate(request.path)
-        record = RecordedRequest(
-            request.method,
-            request.path,
-            request.query,
-            request.headers,
-            request.body,
-            payload,
-            time.monotonic(),
-        )
-        with self._lock:
-            self._recorded.append(record)
-            self._request_count += 1
-            self._chat_count += is_chat
-        if self.log_requests:
-            print(f"[{self.name}] {request.method} {request.path}", file=sys.stderr, flush=True)
-        return is_chat
-
-    # ---- routing ---------------------------------------------------------------------------
-
-    async def _dispatch(self, exchange: _Exchange) -> bool:
-        request = exchange.request
-        auth_error = self._check_auth(request.headers, exchange.query)
-        if auth_error is not None:
-            return await exchange.send_error(auth_error)
-        route = self._route(request.path)
-        if route is None:
-            return await exchange.send_error(_ApiError(404, "Method not found."))
-        method, handler, model = route
-        if request.method != method:
-            error = _ApiError(405, f"Method not allowed: {request.method} {request.path}.")
-            return await exchange.send_error(
-                _ApiError(error.status, error.message, headers=(("allow", method),))
-            )
-        return await handler(exchange, model)
-
-    def _route(self, path: str) -> tuple[str, _Handler, str] | None:
-        if path in (self._models_path, self._models_path + "/"):
-            return "GET", self._list_models, ""
-        target = self._model_target(path)
-        if target is None:
-            return None
-        model, action = target
-        if action is None:
-            return "GET", self._get_model, model
-        if action in GENERATE_ACTIONS:
-            return "POST", self._generate, model
-        if action == "countTokens":
-            return "POST", self._count_tokens, model
-        return None
-
-    def _check_auth(self, headers: dict[str, str], query: dict[str, str]) -> _ApiError | None:
+    def _check_request(self, exchange: Exchange) -> _ApiError | None:
         expected = self.expected_api_key
         if expected is None:
             return None
-        key = headers.get("x-goog-api-key") or query.get("key")
+        key = exchange.request.headers.get("x-goog-api-key") or exchange.query.get("key")
         if not key:
             return _ApiError(
                 403,
@@ -1066,7 +659,7 @@ class FakeGemini:
             "their supported methods.",
         )
 
-    async def _list_models(self, exchange: _Exchange, _model: str) -> bool:
+    async def _list_models(self, exchange: Exchange) -> bool:
         try:
             size = int(exchange.query.get("pageSize") or 50)
             start = int(exchange.query.get("pageToken") or 0)
@@ -1076,15 +669,15 @@ class FakeGemini:
         body: JSONDict = {"models": [_model_object(m) for m in self.models[start : start + size]]}
         if start + size < len(self.models):
             body["nextPageToken"] = str(start + size)
-        return await exchange.send_json(200, _dumps(body).encode())
+        return await exchange.send_json(200, dumps(body).encode())
 
-    async def _get_model(self, exchange: _Exchange, model: str) -> bool:
+    async def _get_model(self, exchange: Exchange, model: str) -> bool:
         model = model.removeprefix("models/")
         if model not in self.models:
             return await exchange.send_error(_ApiError(404, f"models/{model} is not found"))
-        return await exchange.send_json(200, _dumps(_model_object(model)).encode())
+        return await exchange.send_json(200, dumps(_model_object(model)).encode())
 
-    async def _count_tokens(self, exchange: _Exchange, model: str) -> bool:
+    async def _count_tokens(self, exchange: Exchange, model: str) -> bool:
         payload = exchange.payload
         error = self._unknown_model(model, "countTokens")
         if error is None and not isinstance(payload, dict):
@@ -1107,9 +700,9 @@ class FakeGemini:
             "totalTokens": tokens,
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
         }
-        return await exchange.send_json(200, _dumps(body).encode())
+        return await exchange.send_json(200, dumps(body).encode())
 
-    async def _generate(self, exchange: _Exchange, model: str) -> bool:
+    async def _generate(self, exchange: Exchange, model: str) -> bool:
         payload = exchange.payload
         error = self._unknown_model(model, "generateContent") or _validate_generate(payload, model)
         if error is not None:
@@ -1117,28 +710,25 @@ class FakeGemini:
         answer = self._answer(payload, model)
         if not exchange.request.path.endswith(":streamGenerateContent"):
             body = answer.body(answer.parts(), final=True, usage=answer.usage)
-            return await exchange.send_json(200, _dumps(body).encode())
+            return await exchange.send_json(200, dumps(body).encode())
         bodies = answer.stream_bodies(self.chunk_chars)
         if exchange.query.get("alt") == "sse":
             events = [_sse(b) for b in bodies]
-            return await self._send_stream(exchange, events, _SSE_TYPE, _MIDSTREAM_ERROR)
+            return await self._send_stream(exchange, events, _MIDSTREAM_ERROR)
         # Without alt=sse: one JSON array, its elements arriving one by one.
-        events = [(b"[" if i == 0 else b",\r\n") + _dumps(b).encode() for i, b in enumerate(bodies)]
+        events = [(b"[" if i == 0 else b",\r\n") + dumps(b).encode() for i, b in enumerate(bodies)]
         events[-1] += b"]"
-        array_error = b",\r\n" + _dumps(_MIDSTREAM_PAYLOAD).encode() + b"]"
-        return await self._send_stream(exchange, events, _JSON_TYPE, array_error)
+        array_error = b",\r\n" + dumps(_MIDSTREAM_PAYLOAD).encode() + b"]"
+        return await self._send_stream(exchange, events, array_error, _JSON_TYPE)
 
     def _answer(self, payload: JSONDict, model: str) -> _Answer:
-        try:
-            script = self._scripts.popleft()
-        except IndexError:
-            script = ScriptedResponse(text=default_answer(self.name, model, self.answer_chars))
+        script = self._next_script(model)
         calls = tuple(
             (name, json.loads(arguments) if arguments.strip() else {})
             for name, arguments in script.tool_calls
         )
         prompt = _prompt_tokens(payload) if script.prompt_tokens is None else script.prompt_tokens
-        output = (script.text or "") + "".join(name + _dumps(args) for name, args in calls)
+        output = (script.text or "") + "".join(name + dumps(args) for name, args in calls)
         candidates = (
             max(1, len(output) // 4)
             if script.completion_tokens is None
@@ -1161,185 +751,13 @@ class FakeGemini:
             prompt_tokens=prompt,
         )
 
-    # ---- streaming -------------------------------------------------------------------------
-
-    async def _send_stream(
-        self, exchange: _Exchange, events: list[bytes], ctype: str, error: bytes
-    ) -> bool:
-        faults = self._faults.take(_STREAM_KNOBS, is_chat=True)
-        release = self._stall_release
-        last = len(events) - 1
-        error_at: int | None = faults.get("midstream_error")
-        if error_at is not None:
-            error_at = min(error_at, last)
-            exchange.keep_alive = False
-        stall_at: int | None = faults.get("stall_after")
-        gap: float = faults.get("chunk_delay", 0.0)
-        writer = exchange.writer
-        pending = exchange.head(200, ctype, None)
-        for index, event in enumerate(events):
-            if index == error_at:
-                writer.write(pending + _chunk(error) + _LAST_CHUNK)
-                await writer.drain()
-                return False
-            if index == stall_at:
-                writer.write(pending)
-                pending = b""
-                await writer.drain()
-                if not await _stall(exchange.reader, release):
-                    return False
-            if index and gap:
-                await asyncio.sleep(gap)
-            writer.write(pending + _chunk(event) + (_LAST_CHUNK if index == last else b""))
-            pending = b""
-            await writer.drain()
-        return exchange.keep_alive
-
 
 # --------------------------------------------------------------------------------------------
-# Control API and command line
-
-
-class _ControlServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeGemini) -> None:
-        super().__init__(address, _ControlHandler)
-        self.fake = fake
-
-
-class _ControlHandler(BaseHTTPRequestHandler):
-    """``POST /faults``, ``DELETE /faults``, ``GET /faults``, ``GET /requests/count``,
-    ``DELETE /requests`` (as for the OpenAI fake)."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "fake-gemini-control"
-
-    @property
-    def _fake(self) -> FakeGemini:
-        server = self.server
-        assert isinstance(server, _ControlServer)
-        return server.fake
-
-    def do_GET(self) -> None:
-        fake = self._fake
-        if self.path == "/requests/count":
-            counts = {
-                "count": fake.request_count,
-                "chat": fake.chat_request_count,
-                "recorded": len(fake.requests),
-            }
-            self._reply(200, counts)
-        elif self.path == "/faults":
-            self._reply(200, fake.active_faults())
-        else:
-            self._reply(404, {"error": f"no such control endpoint: GET {self.path}"})
-
-    def do_POST(self) -> None:
-        if self.path != "/faults":
-            self._reply(404, {"error": f"no such control endpoint: POST {self.path}"})
-            return
-        length = int(self.headers.get("content-length") or 0)
-        try:
-            knobs = json.loads(self.rfile.read(length) or b"{}")
-            if not isinstance(knobs, dict):
-                raise ValueError("expected a JSON object of set_fault keyword arguments")
-            self._fake.set_fault(**knobs)
-        except (ValueError, TypeError) as exc:
-            self._reply(400, {"error": str(exc)})
-            return
-        self._reply(200, self._fake.active_faults())
-
-    def do_DELETE(self) -> None:
-        if self.path == "/faults":
-            self._fake.clear_faults()
-            self._reply(200, self._fake.active_faults())
-        elif self.path == "/requests":
-            self._fake.clear_requests()
-            self._reply(200, {"count": 0})
-        else:
-            self._reply(404, {"error": f"no such control endpoint: DELETE {self.path}"})
-
-    def _reply(self, status: int, payload: Any) -> None:
-        body = _dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request logging."""
-
-
-def start_control_server(fake: FakeGemini, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve the JSON control API for ``fake`` on a daemon thread."""
-    server = _ControlServer((host, port), fake)
-    thread = threading.Thread(target=server.serve_forever, name="fake-gemini-control", daemon=True)
-    thread.start()
-    return server
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.gemini_upstream",
-        description="Run a fake Gemini API upstream.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--name", default="fake", help="appears in the default answer text")
-    parser.add_argument("--control-port", type=int, default=None, help="serve the control API")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated ids")
-    parser.add_argument("--path-prefix", default="/v1beta")
-    parser.add_argument("--api-key", default=None, help="require x-goog-api-key: KEY or ?key=KEY")
-    parser.add_argument("--chunk-chars", type=int, default=4)
-    parser.add_argument(
-        "--answer-chars",
-        type=int,
-        default=None,
-        help="make the default answer exactly N characters long (streams: N/chunk-chars chunks)",
-    )
-    parser.add_argument("--strict-models", action="store_true", help="404 for unknown models")
-    parser.add_argument("--record-limit", type=int, default=1000, help="recorded requests kept")
-    parser.add_argument("--log-requests", action="store_true")
-    args = parser.parse_args(argv)
-    if args.control_port is not None and args.control_port <= 0:
-        parser.error("--control-port needs an explicit port")
-    if args.answer_chars is not None and args.answer_chars < 1:
-        parser.error("--answer-chars must be at least 1")
-    return args
+# Command line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
-    fake = FakeGemini(
-        args.host,
-        args.port,
-        args.name,
-        models=[model for model in args.models.split(",") if model],
-        path_prefix=args.path_prefix,
-        expected_api_key=args.api_key,
-        chunk_chars=args.chunk_chars,
-        answer_chars=args.answer_chars,
-        strict_models=args.strict_models,
-        max_recorded=args.record_limit,
-        log_requests=args.log_requests,
-    )
-    stop_signals = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    fake.start()
-    control = None
-    try:
-        if args.control_port is not None:
-            control = start_control_server(fake, args.host, args.control_port)
-        print(f"listening on {fake.port}", flush=True)
-        signal.sigwait(stop_signals)
-    finally:
-        if control is not None:
-            control.shutdown()
-            control.server_close()
-        fake.stop()
-    return 0
+    return run_cli(FakeGemini, "tests.fakes.gemini_upstream", argv)
 
 
 if __name__ == "__main__":

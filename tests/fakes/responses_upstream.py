@@ -54,35 +54,36 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import itertools
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
+from tests.fakes.base import Exchange, JSONDict, Route, dumps, pieces, run_cli
 from tests.fakes.openai_upstream import (
-    _LAST_CHUNK,
-    _SSE_TYPE,
-    _STREAM_KNOBS,
+    _NOT_JSON,
     DEFAULT_MODELS,
     FakeOpenAI,
     ScriptedResponse,
     _ApiError,
-    _chunk,
-    _dumps,
-    _Exchange,
-    _Handler,
     _invalid,
-    _stall,
     default_answer,
     start_control_server,
 )
 
-JSONDict = dict[str, Any]
+__all__ = [
+    "DEFAULT_MODELS",
+    "FakeOpenAI",
+    "FakeResponses",
+    "JSONDict",
+    "ScriptedResponse",
+    "default_answer",
+    "main",
+    "start_control_server",
+]
 
 _ROLES: Final = ("user", "assistant", "system", "developer")
 _STATE_FIELDS: Final = ("previous_response_id", "conversation", "prompt")
@@ -111,11 +112,7 @@ def _wrong_type(param: str, expected: str, value: Any) -> _ApiError:
 
 def _validate(payload: Any, *, count_only: bool = False) -> _ApiError | None:
     if not isinstance(payload, dict):
-        return _invalid(
-            "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-            "but what was sent was not valid JSON.)"
-        )
+        return _NOT_JSON
     model = payload.get("model")
     if model is None and not count_only:
         return _missing("model")
@@ -292,7 +289,7 @@ class _Answer:
 
 
 def _input_tokens(payload: JSONDict) -> int:
-    seen = _dumps(payload.get("input") or "") + str(payload.get("instructions") or "")
+    seen = dumps(payload.get("input") or "") + str(payload.get("instructions") or "")
     return max(1, len(seen) // 4)
 
 
@@ -364,10 +361,6 @@ def _output(answer: _Answer, message_status: str) -> list[JSONDict]:
     return output
 
 
-def _pieces(text: str, size: int) -> list[str]:
-    return [text[start : start + size] for start in range(0, len(text), size)]
-
-
 class _EventWriter:
     """Renders ``event:`` + ``data:`` SSE events with a gap-free ``sequence_number``."""
 
@@ -376,7 +369,7 @@ class _EventWriter:
 
     def __call__(self, kind: str, **fields: Any) -> None:
         payload = {"type": kind, "sequence_number": len(self.events), **fields}
-        self.events.append(f"event: {kind}\ndata: {_dumps(payload)}\n\n".encode())
+        self.events.append(f"event: {kind}\ndata: {dumps(payload)}\n\n".encode())
 
 
 def _stream_events(answer: _Answer, size: int) -> list[bytes]:
@@ -401,7 +394,7 @@ def _stream_events(answer: _Answer, size: int) -> list[bytes]:
             item=_call_item(call, "", "in_progress"),
         )
         common = {"item_id": call.id, "output_index": index}
-        for piece in _pieces(call.arguments, size):
+        for piece in pieces(call.arguments, size):
             emit("response.function_call_arguments.delta", **common, delta=piece)
         emit(
             "response.function_call_arguments.done",
@@ -426,7 +419,7 @@ def _reasoning_events(emit: _EventWriter, answer: _Answer, index: int, size: int
         common = {"item_id": answer.reasoning_id, "output_index": index, "summary_index": 0}
         empty = {"type": "summary_text", "text": ""}
         emit("response.reasoning_summary_part.added", **common, part=empty)
-        for piece in _pieces(answer.reasoning, size):
+        for piece in pieces(answer.reasoning, size):
             emit("response.reasoning_summary_text.delta", **common, delta=piece)
         emit("response.reasoning_summary_text.done", **common, text=answer.reasoning)
         part = {"type": "summary_text", "text": answer.reasoning}
@@ -446,7 +439,7 @@ def _message_events(
     common = {"item_id": answer.message_id, "output_index": index, "content_index": 0}
     empty = {"type": "output_text", "text": "", "annotations": []}
     emit("response.content_part.added", **common, part=empty)
-    for piece in _pieces(text, size):
+    for piece in pieces(text, size):
         emit("response.output_text.delta", **common, delta=piece, logprobs=[])
     emit("response.output_text.done", **common, text=text, logprobs=[])
     emit(
@@ -497,45 +490,17 @@ def _failure_events(response_id: str, model: str, created: int, at: int) -> byte
 class FakeResponses(FakeOpenAI):
     """A fake OpenAI Responses upstream running on a background thread."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        name: str = "fake",
-        *,
-        models: Sequence[str] = DEFAULT_MODELS,
-        path_prefix: str = "/v1",
-        expected_api_key: str | None = None,
-        chunk_chars: int = 4,
-        answer_chars: int | None = None,
-        strict_models: bool = False,
-        max_recorded: int | None = 10_000,
-        log_requests: bool = False,
-    ) -> None:
-        super().__init__(
-            host,
-            port,
-            name,
-            models=models,
-            path_prefix=path_prefix,
-            expected_api_key=expected_api_key,
-            chunk_chars=chunk_chars,
-            answer_chars=answer_chars,
-            strict_models=strict_models,
-            max_recorded=max_recorded,
-            log_requests=log_requests,
-        )
+    _cli_description = "Run a fake OpenAI Responses upstream."
+
+    def _setup(self) -> None:
+        super()._setup()
         # The "chat" path of the base class is the one that answers: knobs with
         # chat_only=True, chat_requests() and chat_request_count all follow it.
         self._chat_path = f"{self.path_prefix}/responses"
         self._count_path = f"{self.path_prefix}/responses/input_tokens"
         self._ids = itertools.count(1)
 
-    def __enter__(self) -> FakeResponses:
-        self.start()
-        return self
-
-    def _route(self, path: str) -> tuple[str, _Handler] | None:
+    def _route(self, path: str) -> Route | None:
         if path == self._chat_path:
             return "POST", self._responses
         if path == self._count_path:
@@ -544,23 +509,27 @@ class FakeResponses(FakeOpenAI):
 
     # ---- endpoints -------------------------------------------------------------------------
 
-    async def _input_tokens(self, exchange: _Exchange) -> bool:
+    async def _input_tokens(self, exchange: Exchange) -> bool:
         payload = exchange.payload
         error = _validate(payload, count_only=True)
         if error is not None:
             return await exchange.send_error(error)
         body = {"object": "response.input_tokens", "input_tokens": _input_tokens(payload)}
-        return await exchange.send_json(200, _dumps(body).encode())
+        return await exchange.send_json(200, dumps(body).encode())
 
-    async def _responses(self, exchange: _Exchange) -> bool:
+    async def _responses(self, exchange: Exchange) -> bool:
         payload = exchange.payload
         error = _validate(payload) or self._check_model(payload)
         if error is not None:
             return await exchange.send_error(error)
         answer = self._responses_answer(payload)
         if payload.get("stream") is not True:
-            return await exchange.send_json(200, _dumps(answer.response).encode())
-        return await self._send_events(exchange, answer, _stream_events(answer, self.chunk_chars))
+            return await exchange.send_json(200, dumps(answer.response).encode())
+        response = answer.response
+        failure = partial(
+            _failure_events, response["id"], response["model"], response["created_at"]
+        )
+        return await self._send_stream(exchange, _stream_events(answer, self.chunk_chars), failure)
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):040x}"
@@ -568,10 +537,7 @@ class FakeResponses(FakeOpenAI):
     def _responses_answer(self, payload: JSONDict) -> _Answer:
         model = payload["model"]
         response_id = self._next_id("resp")
-        try:
-            script = self._scripts.popleft()
-        except IndexError:
-            script = ScriptedResponse(text=default_answer(self.name, model, self.answer_chars))
+        script = self._next_script(model)
         calls = tuple(
             _Call(self._next_id("fc"), self._next_id("call"), name, arguments)
             for name, arguments in script.tool_calls
@@ -631,102 +597,13 @@ class FakeResponses(FakeOpenAI):
         )
         return answer
 
-    # ---- streaming -------------------------------------------------------------------------
-
-    async def _send_events(self, exchange: _Exchange, answer: _Answer, events: list[bytes]) -> bool:
-        faults = self._faults.take(_STREAM_KNOBS, is_chat=True)
-        release = self._stall_release  # captured now, so a clear from now on wakes this stream
-        last = len(events) - 1
-        error_at: int | None = faults.get("midstream_error")
-        if error_at is not None:
-            error_at = min(error_at, last)
-            exchange.keep_alive = False
-        stall_at: int | None = faults.get("stall_after")
-        gap: float = faults.get("chunk_delay", 0.0)
-        writer = exchange.writer
-        pending = exchange.head(200, _SSE_TYPE, None, ())
-        response = answer.response
-        for index, event in enumerate(events):
-            if index == error_at:
-                failure = _failure_events(
-                    response["id"], response["model"], response["created_at"], index
-                )
-                writer.write(pending + _chunk(failure) + _LAST_CHUNK)
-                await writer.drain()
-                return False
-            if index == stall_at:
-                writer.write(pending)
-                pending = b""
-                await writer.drain()
-                if not await _stall(exchange.reader, release):
-                    return False
-            if index and gap:
-                await asyncio.sleep(gap)
-            writer.write(pending + _chunk(event) + (_LAST_CHUNK if index == last else b""))
-            pending = b""
-            await writer.drain()
-        return exchange.keep_alive
-
 
 # --------------------------------------------------------------------------------------------
 # Command line
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.responses_upstream",
-        description="Run a fake OpenAI Responses upstream.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--name", default="fake", help="appears in the default answer text")
-    parser.add_argument("--control-port", type=int, default=None, help="serve the control API")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated ids")
-    parser.add_argument("--path-prefix", default="/v1")
-    parser.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY")
-    parser.add_argument("--chunk-chars", type=int, default=4)
-    parser.add_argument("--answer-chars", type=int, default=None)
-    parser.add_argument("--strict-models", action="store_true", help="404 for unknown models")
-    parser.add_argument("--record-limit", type=int, default=1000, help="recorded requests kept")
-    parser.add_argument("--log-requests", action="store_true")
-    args = parser.parse_args(argv)
-    if args.control_port is not None and args.control_port <= 0:
-        parser.error("--control-port needs an explicit port")
-    if args.answer_chars is not None and args.answer_chars < 1:
-        parser.error("--answer-chars must be at least 1")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
-    fake = FakeResponses(
-        args.host,
-        args.port,
-        args.name,
-        models=[model for model in args.models.split(",") if model],
-        path_prefix=args.path_prefix,
-        expected_api_key=args.api_key,
-        chunk_chars=args.chunk_chars,
-        answer_chars=args.answer_chars,
-        strict_models=args.strict_models,
-        max_recorded=args.record_limit,
-        log_requests=args.log_requests,
-    )
-    stop_signals = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # inherited by the server threads
-    fake.start()
-    control = None
-    try:
-        if args.control_port is not None:
-            control = start_control_server(fake, args.host, args.control_port)
-        print(f"listening on {fake.port}", flush=True)
-        signal.sigwait(stop_signals)
-    finally:
-        if control is not None:
-            control.shutdown()
-            control.server_close()
-        fake.stop()
-    return 0
+    return run_cli(FakeResponses, "tests.fakes.responses_upstream", argv)
 
 
 if __name__ == "__main__":

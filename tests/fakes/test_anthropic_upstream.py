@@ -11,13 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -30,6 +26,14 @@ from extproc.canonical.aggregate import aggregate_events
 from extproc.codecs.anthropic import AnthropicCodec
 from extproc.codecs.base import RequestMeta
 from extproc.codecs.openai_chat import OpenAIChatCodec
+from tests.fakes._testing import (
+    RawConnection,
+    assert_fault_arguments_rejected,
+    assert_requests_recorded,
+    cli_process,
+    free_port,
+    wait_until,
+)
 from tests.fakes.anthropic_upstream import FakeAnthropic, default_answer
 
 API_KEY = "sk-ant-fake-provider-key"
@@ -37,111 +41,11 @@ VERSION = {"anthropic-version": "2023-06-01"}
 MODEL = "claude-sonnet-4-6"
 USER_MESSAGES: list[Any] = [{"role": "user", "content": "Say hello."}]
 BODY: dict[str, Any] = {"model": MODEL, "max_tokens": 256, "messages": USER_MESSAGES}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TRICKY_ARGUMENTS = '{"city":"Zürich","note":"a \\"quoted\\" word\\n","n":[1,2,3],"e":"🌊"}'
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    chunks: list[bytes] | None  # the HTTP chunks when the body was chunked
-
-
-class RawConnection:
-    """A minimal HTTP/1.1 client on one socket, with its own buffer so timeouts are safe."""
-
-    def __init__(self, port: int, timeout: float = 2.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buffer = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1"]
-        all_headers = {**VERSION, **(headers or {})}
-        if body is not None and "transfer-encoding" not in all_headers:
-            all_headers.setdefault("content-type", "application/json")
-            all_headers["content-length"] = str(len(body))
-        lines += [f"{name}: {value}" for name, value in all_headers.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
-
-    def send_json(self, path: str, payload: Any) -> None:
-        self.send("POST", path, json.dumps(payload).encode())
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError("connection closed by the server")
-        self.buffer += data
-
-    def read_until(self, separator: bytes) -> bytes:
-        while separator not in self.buffer:
-            self._fill()
-        data, _, self.buffer = self.buffer.partition(separator)
-        return data + separator
-
-    def read_exact(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            self._fill()
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def read_head(self) -> tuple[int, dict[str, str]]:
-        lines = self.read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        return int(lines[0].split(" ")[1]), headers
-
-    def read_chunk(self) -> bytes | None:
-        """One HTTP chunk's payload; None for the terminating zero-size chunk."""
-        size = int(self.read_until(b"\r\n").split(b";")[0], 16)
-        if size == 0:
-            self.read_until(b"\r\n")
-            return None
-        data = self.read_exact(size)
-        assert self.read_exact(2) == b"\r\n"
-        return data
-
-    def read_response(self) -> RawResponse:
-        status, headers = self.read_head()
-        if headers.get("transfer-encoding") == "chunked":
-            chunks: list[bytes] = []
-            while (chunk := self.read_chunk()) is not None:
-                chunks.append(chunk)
-            return RawResponse(status, headers, b"".join(chunks), chunks)
-        body = self.read_exact(int(headers.get("content-length", "0")))
-        return RawResponse(status, headers, body, None)
-
-    def peer_closed(self) -> bool:
-        try:
-            self._fill()
-        except (EOFError, ConnectionResetError):
-            return True
-        return False
 
 
 def sse_payloads(chunks: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
@@ -187,9 +91,8 @@ def http(fake: FakeAnthropic) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def raw(fake: FakeAnthropic) -> Iterator[RawConnection]:
-    connection = RawConnection(fake.port)
-    yield connection
-    connection.close()
+    with RawConnection(fake.port, headers=VERSION) as connection:
+        yield connection
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,17 +329,7 @@ def test_connection_close_is_honoured(raw: RawConnection) -> None:
 
 
 def test_requests_are_recorded(fake: FakeAnthropic, http: httpx.Client) -> None:
-    http.get("/models", params={"limit": "2"}, headers={"X-Custom": "One"})
-    http.post("/messages", json=BODY)
-    first, second = fake.requests
-    assert (first.method, first.path, first.query) == ("GET", "/v1/models", "limit=2")
-    assert first.headers["x-custom"] == "One"
-    assert first.body == b"" and first.json is None
-    assert second.json == BODY
-    assert fake.chat_requests() == [second]
-    fake.clear_requests()
-    assert fake.requests == []
-    assert fake.request_count == 2 and fake.chat_request_count == 1
+    assert_requests_recorded(fake, http, "/messages", BODY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -755,21 +648,14 @@ def test_fault_argument_validation(fake: FakeAnthropic) -> None:
         {"retry_after": 1},
         {"chunk_delay": -0.1},
     ]
-    for bad in bad_knobs:
-        with pytest.raises(ValueError):
-            fake.set_fault(**bad)
-    with pytest.raises(ValueError):
-        fake.clear_faults("bogus")
+    assert_fault_arguments_rejected(fake, bad_knobs)
 
 
 def test_delay_holds_back_the_response_headers(fake: FakeAnthropic, raw: RawConnection) -> None:
     fake.set_fault(delay=0.3, count=1)
     started = time.monotonic()
     raw.send("GET", "/v1/models")
-    raw.sock.settimeout(0.1)
-    with pytest.raises(TimeoutError):
-        raw.read_head()
-    raw.sock.settimeout(2.0)
+    raw.assert_silent(raw.read_head, 0.1)
     assert raw.read_response().status == 200
     assert time.monotonic() - started >= 0.3
     assert fake.active_faults() == {}
@@ -825,14 +711,9 @@ def test_stall_after_then_clear(fake: FakeAnthropic, raw: RawConnection) -> None
         "ping",
         "content_block_start",
     ]
-    raw.sock.settimeout(0.2)
-    with pytest.raises(TimeoutError):
-        raw.read_chunk()
-    raw.sock.settimeout(2.0)
+    raw.assert_silent(raw.read_chunk, 0.2)
     fake.clear_faults()
-    rest: list[bytes] = []
-    while (chunk := raw.read_chunk()) is not None:
-        rest.append(chunk)
+    rest = raw.read_chunks()
     events = sse_payloads(first + rest)
     assert events[-1][0] == "message_stop"
     text = "".join(data["delta"]["text"] for name, data in events if name == "content_block_delta")
@@ -895,9 +776,7 @@ def test_chunk_delay_spaces_the_events(fake: FakeAnthropic, raw: RawConnection) 
     fake.queue_response("abcdefgh")  # start, ping, block start, 2 deltas, stop, delta, stop
     fake.set_fault(chunk_delay=0.03, count=1)
     _start_stream(raw)
-    arrivals = []
-    while raw.read_chunk() is not None:
-        arrivals.append(time.monotonic())
+    arrivals = raw.chunk_arrivals()
     assert len(arrivals) == 8
     assert arrivals[-1] - arrivals[0] >= 7 * 0.03 * 0.9
 
@@ -1015,23 +894,11 @@ def test_concurrent_streams(fake: FakeAnthropic) -> None:
     assert texts == [f"gamma says hello to {MODEL}"] * 32
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_command_line_with_control_api() -> None:
-    control_port = _free_port()
-    command = [sys.executable, "-m", "tests.fakes.anthropic_upstream", "--name", "cli"]
-    command += ["--port", "0", "--control-port", str(control_port), "--api-key", API_KEY]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on "), line
-        base_url = f"http://127.0.0.1:{int(line.split()[-1])}/v1"
+    control_port = free_port()
+    args = ["--name", "cli", "--control-port", str(control_port), "--api-key", API_KEY]
+    with cli_process("anthropic_upstream", *args) as port:
+        base_url = f"http://127.0.0.1:{port}/v1"
         headers = {**VERSION, "x-api-key": API_KEY}
         control = f"http://127.0.0.1:{control_port}"
         answer = httpx.post(f"{base_url}/messages", json=BODY, headers=headers).json()
@@ -1049,11 +916,6 @@ def test_command_line_with_control_api() -> None:
             httpx.get(f"{base_url}/models", headers=headers)
         assert httpx.delete(f"{control}/faults").json() == {}
         assert httpx.get(f"{base_url}/models", headers=headers).status_code == 200
-    finally:
-        process.terminate()
-        assert process.wait(timeout=5) == 0
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def test_answer_chars_stretches_the_default_answer() -> None:
@@ -1063,12 +925,9 @@ def test_answer_chars_stretches_the_default_answer() -> None:
         expected = default_answer("long", MODEL, 256)
         answer = httpx.post(f"{fake.base_url}/messages", json=BODY, headers=VERSION).json()
         assert answer["content"][0]["text"] == expected
-        raw = RawConnection(fake.port)
-        try:
+        with RawConnection(fake.port, headers=VERSION) as raw:
             raw.send_json("/v1/messages", {**BODY, "stream": True})
             response = raw.read_response()
-        finally:
-            raw.close()
         assert response.chunks is not None
         pieces = [
             data["delta"]["text"]

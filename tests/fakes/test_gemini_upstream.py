@@ -11,12 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,8 +28,14 @@ from extproc.canonical.aggregate import aggregate_events
 from extproc.codecs.base import RequestMeta
 from extproc.codecs.gemini import GeminiCodec
 from extproc.codecs.openai_chat import OpenAIChatCodec
+from tests.fakes._testing import (
+    RawConnection,
+    assert_fault_arguments_rejected,
+    cli_process,
+    free_port,
+    wait_until,
+)
 from tests.fakes.gemini_upstream import FakeGemini, default_answer
-from tests.fakes.test_openai_upstream import RawConnection, wait_until
 
 API_KEY = "gemini-fake-provider-key"
 MODEL = "gemini-2.5-flash"
@@ -40,7 +43,6 @@ USER = {"role": "user", "parts": [{"text": "Say hello."}]}
 BODY: dict[str, Any] = {"contents": [USER]}
 GENERATE = f"/models/{MODEL}:generateContent"
 STREAM = f"/models/{MODEL}:streamGenerateContent"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The SDK sends with httpx2 (or httpx when given a client): either one's transport errors.
 TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
 TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException)
@@ -94,9 +96,8 @@ def http(fake: FakeGemini) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def raw(fake: FakeGemini) -> Iterator[RawConnection]:
-    connection = RawConnection(fake.port)
-    yield connection
-    connection.close()
+    with RawConnection(fake.port) as connection:
+        yield connection
 
 
 def raw_post(raw: RawConnection, path: str, payload: Any) -> None:
@@ -538,21 +539,14 @@ def test_fault_argument_validation(fake: FakeGemini) -> None:
         {"retry_after": 1},
         {"delay": -1},
     ]
-    for bad in bad_knobs:
-        with pytest.raises(ValueError):
-            fake.set_fault(**bad)
-    with pytest.raises(ValueError):
-        fake.clear_faults("bogus")
+    assert_fault_arguments_rejected(fake, bad_knobs)
 
 
 def test_delay_holds_back_the_response_headers(fake: FakeGemini, raw: RawConnection) -> None:
     fake.set_fault(delay=0.3, count=1)
     started = time.monotonic()
     raw.send("GET", "/v1beta/models", headers={"x-goog-api-key": API_KEY})
-    raw.sock.settimeout(0.1)
-    with pytest.raises(TimeoutError):
-        raw.read_head()
-    raw.sock.settimeout(2.0)
+    raw.assert_silent(raw.read_head, 0.1)
     assert raw.read_response().status == 200
     assert time.monotonic() - started >= 0.3
     assert fake.active_faults() == {}
@@ -600,14 +594,9 @@ def test_stall_after_then_clear(fake: FakeGemini, raw: RawConnection) -> None:
     fake.set_fault(stall_after=2, count=1)
     _start_stream(raw)
     first = [raw.read_chunk() or b"" for _ in range(2)]
-    raw.sock.settimeout(0.2)
-    with pytest.raises(TimeoutError):
-        raw.read_chunk()
-    raw.sock.settimeout(2.0)
+    raw.assert_silent(raw.read_chunk, 0.2)
     fake.clear_faults()
-    rest: list[bytes] = []
-    while (chunk := raw.read_chunk()) is not None:
-        rest.append(chunk)
+    rest = raw.read_chunks()
     payloads = sse_payloads(b"".join(first + rest))
     text = "".join(p["candidates"][0]["content"]["parts"][0]["text"] for p in payloads)
     assert text == f"alpha says hello to {MODEL}"
@@ -662,9 +651,7 @@ def test_chunk_delay_spaces_the_events(fake: FakeGemini, raw: RawConnection) -> 
     fake.set_fault(chunk_delay=0.05, count=1)
     started = time.monotonic()
     _start_stream(raw)
-    count = 0
-    while raw.read_chunk() is not None:
-        count += 1
+    count = len(raw.read_chunks())
     assert time.monotonic() - started >= 0.05 * (count - 1)
 
 
@@ -689,30 +676,9 @@ def test_stop_frees_the_port_for_a_new_server() -> None:
 
 
 def test_command_line_with_control_api() -> None:
-    control_port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.gemini_upstream",
-            "--port",
-            "0",
-            "--name",
-            "cli",
-            "--control-port",
-            str(control_port),
-            "--api-key",
-            API_KEY,
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on ")
-        port = int(line.split()[-1])
+    control_port = free_port()
+    args = ["--name", "cli", "--control-port", str(control_port), "--api-key", API_KEY]
+    with cli_process("gemini_upstream", *args, timeout=10) as port:
         base = f"http://127.0.0.1:{port}/v1beta"
         headers = {"x-goog-api-key": API_KEY}
         answer = httpx.post(f"{base}{GENERATE}", json=BODY, headers=headers).json()
@@ -732,17 +698,6 @@ def test_command_line_with_control_api() -> None:
         assert httpx.delete(f"{control}/faults").json() == {}
         assert httpx.delete(f"{control}/requests").json() == {"count": 0}
         assert httpx.get(f"{control}/faults").json() == {}
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-    assert process.returncode == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_answer_chars_stretches_the_default_answer() -> None:

@@ -11,137 +11,37 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from tests.fakes._testing import (
+    REPO_ROOT,
+    RawConnection,
+    assert_fault_arguments_rejected,
+    assert_openai_error,
+    assert_requests_recorded,
+    cli_process,
+    free_port,
+    wait_until,
+)
 from tests.fakes.openai_upstream import FakeOpenAI, default_answer
 
 API_KEY = "sk-fake-provider-key"
 USER_MESSAGES: list[Any] = [{"role": "user", "content": "Say hello."}]
 CHAT_BODY: dict[str, Any] = {"model": "gpt-4o-mini", "messages": USER_MESSAGES}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    chunks: list[bytes] | None  # the HTTP chunks when the body was chunked
-
-
-class RawConnection:
-    """A minimal HTTP/1.1 client on one socket, with its own buffer so timeouts are safe."""
-
-    def __init__(self, port: int, timeout: float = 2.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buffer = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1"]
-        all_headers = dict(headers or {})
-        if body is not None and "transfer-encoding" not in all_headers:
-            all_headers.setdefault("content-type", "application/json")
-            all_headers["content-length"] = str(len(body))
-        lines += [f"{name}: {value}" for name, value in all_headers.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
-
-    def send_json(self, path: str, payload: Any) -> None:
-        self.send("POST", path, json.dumps(payload).encode())
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError("connection closed by the server")
-        self.buffer += data
-
-    def read_until(self, separator: bytes) -> bytes:
-        while separator not in self.buffer:
-            self._fill()
-        data, _, self.buffer = self.buffer.partition(separator)
-        return data + separator
-
-    def read_exact(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            self._fill()
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def read_head(self) -> tuple[int, dict[str, str]]:
-        lines = self.read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        return int(lines[0].split(" ")[1]), headers
-
-    def read_chunk(self) -> bytes | None:
-        """One HTTP chunk's payload; None for the terminating zero-size chunk."""
-        size = int(self.read_until(b"\r\n").split(b";")[0], 16)
-        if size == 0:
-            self.read_until(b"\r\n")
-            return None
-        data = self.read_exact(size)
-        assert self.read_exact(2) == b"\r\n"
-        return data
-
-    def read_response(self) -> RawResponse:
-        status, headers = self.read_head()
-        if headers.get("transfer-encoding") == "chunked":
-            chunks: list[bytes] = []
-            while (chunk := self.read_chunk()) is not None:
-                chunks.append(chunk)
-            return RawResponse(status, headers, b"".join(chunks), chunks)
-        body = self.read_exact(int(headers.get("content-length", "0")))
-        return RawResponse(status, headers, body, None)
-
-    def peer_closed(self) -> bool:
-        try:
-            self._fill()
-        except (EOFError, ConnectionResetError):
-            return True
-        return False
-
-
 def chunk_payloads(chunks: list[bytes]) -> list[dict[str, Any]]:
     return [json.loads(chunk[len(b"data: ") :]) for chunk in chunks if chunk != b"data: [DONE]\n\n"]
-
-
-def assert_openai_error(body: Any, *, type_: str, code: str | None) -> None:
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert body["error"]["type"] == type_
-    assert body["error"]["code"] == code
 
 
 @pytest.fixture
@@ -163,9 +63,8 @@ def http(fake: FakeOpenAI) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def raw(fake: FakeOpenAI) -> Iterator[RawConnection]:
-    connection = RawConnection(fake.port)
-    yield connection
-    connection.close()
+    with RawConnection(fake.port) as connection:
+        yield connection
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,17 +299,7 @@ def test_connection_close_is_honoured(fake: FakeOpenAI, raw: RawConnection) -> N
 
 
 def test_requests_are_recorded(fake: FakeOpenAI, http: httpx.Client) -> None:
-    http.get("/models", params={"limit": "2"}, headers={"X-Custom": "One"})
-    http.post("/chat/completions", json=CHAT_BODY)
-    first, second = fake.requests
-    assert (first.method, first.path, first.query) == ("GET", "/v1/models", "limit=2")
-    assert first.headers["x-custom"] == "One"
-    assert first.body == b"" and first.json is None
-    assert second.json == CHAT_BODY
-    assert fake.chat_requests() == [second]
-    fake.clear_requests()
-    assert fake.requests == []
-    assert fake.request_count == 2 and fake.chat_request_count == 1
+    assert_requests_recorded(fake, http, "/chat/completions", CHAT_BODY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,21 +496,14 @@ def test_fault_argument_validation(fake: FakeOpenAI) -> None:
         {"stall_after": -1},
         {"retry_after": 1},
     ]
-    for bad in bad_knobs:
-        with pytest.raises(ValueError):
-            fake.set_fault(**bad)
-    with pytest.raises(ValueError):
-        fake.clear_faults("bogus")
+    assert_fault_arguments_rejected(fake, bad_knobs)
 
 
 def test_delay_holds_back_the_response_headers(fake: FakeOpenAI, raw: RawConnection) -> None:
     fake.set_fault(delay=0.4, count=1)
     started = time.monotonic()
     raw.send("GET", "/v1/models")
-    raw.sock.settimeout(0.1)
-    with pytest.raises(TimeoutError):
-        raw.read_head()
-    raw.sock.settimeout(2.0)
+    raw.assert_silent(raw.read_head, 0.1)
     assert raw.read_response().status == 200
     assert time.monotonic() - started >= 0.4
     assert fake.active_faults() == {}
@@ -670,14 +552,9 @@ def test_stall_after_then_clear(fake: FakeOpenAI, raw: RawConnection) -> None:
     _start_stream(raw)
     first = [raw.read_chunk() or b"" for _ in range(3)]
     assert all(chunk.startswith(b"data: {") for chunk in first)
-    raw.sock.settimeout(0.2)
-    with pytest.raises(TimeoutError):
-        raw.read_chunk()
-    raw.sock.settimeout(2.0)
+    raw.assert_silent(raw.read_chunk, 0.2)
     fake.clear_faults()
-    rest: list[bytes] = []
-    while (chunk := raw.read_chunk()) is not None:
-        rest.append(chunk)
+    rest = raw.read_chunks()
     assert rest[-1] == b"data: [DONE]\n\n"
     text = "".join(
         p["choices"][0]["delta"].get("content") or "" for p in chunk_payloads(first + rest)
@@ -728,9 +605,7 @@ def test_chunk_delay_spaces_the_events(fake: FakeOpenAI, raw: RawConnection) -> 
     fake.queue_response("abcdefgh")  # role, 2 content chunks, finish, [DONE]
     fake.set_fault(chunk_delay=0.05, count=1)
     _start_stream(raw)
-    arrivals = []
-    while raw.read_chunk() is not None:
-        arrivals.append(time.monotonic())
+    arrivals = raw.chunk_arrivals()
     assert len(arrivals) == 5
     assert arrivals[-1] - arrivals[0] >= 4 * 0.05 * 0.9
 
@@ -764,23 +639,11 @@ def test_concurrent_streams(fake: FakeOpenAI) -> None:
     assert texts == ["alpha says hello to gpt-4o-mini"] * 64
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_command_line_with_control_api() -> None:
-    control_port = _free_port()
-    command = [sys.executable, "-m", "tests.fakes.openai_upstream", "--name", "cli"]
-    command += ["--port", "0", "--control-port", str(control_port)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on "), line
-        base_url = f"http://127.0.0.1:{int(line.split()[-1])}/v1"
+    control_port = free_port()
+    args = ["--name", "cli", "--control-port", str(control_port)]
+    with cli_process("openai_upstream", *args) as port:
+        base_url = f"http://127.0.0.1:{port}/v1"
         control = f"http://127.0.0.1:{control_port}"
         answer = httpx.post(f"{base_url}/chat/completions", json=CHAT_BODY).json()
         assert answer["choices"][0]["message"]["content"] == "cli says hello to gpt-4o-mini"
@@ -796,11 +659,6 @@ def test_command_line_with_control_api() -> None:
             httpx.get(f"{base_url}/models")
         assert httpx.delete(f"{control}/faults").json() == {}
         assert httpx.get(f"{base_url}/models").status_code == 200
-    finally:
-        process.terminate()
-        assert process.wait(timeout=5) == 0
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -820,12 +678,9 @@ def test_answer_chars_stretches_the_default_answer() -> None:
         expected = default_answer("long", "gpt-4o-mini", 256)
         answer = httpx.post(f"{fake.base_url}/chat/completions", json=CHAT_BODY).json()
         assert answer["choices"][0]["message"]["content"] == expected
-        raw = RawConnection(fake.port)
-        try:
+        with RawConnection(fake.port) as raw:
             raw.send_json("/v1/chat/completions", {**CHAT_BODY, "stream": True})
             response = raw.read_response()
-        finally:
-            raw.close()
         assert response.chunks is not None
         deltas = [payload["choices"][0]["delta"] for payload in chunk_payloads(response.chunks)]
         pieces = [delta["content"] for delta in deltas if delta.get("content")]
@@ -844,25 +699,17 @@ def test_answer_chars_is_validated() -> None:
 
 
 def test_command_line_answer_chars() -> None:
-    command = [sys.executable, "-m", "tests.fakes.openai_upstream", "--name", "cli"]
-    command += ["--port", "0", "--answer-chars", "40", "--chunk-chars", "8"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on "), line
-        url = f"http://127.0.0.1:{int(line.split()[-1])}/v1/chat/completions"
+    with cli_process(
+        "openai_upstream", "--name", "cli", "--answer-chars", "40", "--chunk-chars", "8"
+    ) as port:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
         answer = httpx.post(url, json=CHAT_BODY).json()
         assert answer["choices"][0]["message"]["content"] == default_answer(
             "cli", "gpt-4o-mini", 40
         )
-    finally:
-        process.terminate()
-        assert process.wait(timeout=5) == 0
-        if process.stdout is not None:
-            process.stdout.close()
+    command = [sys.executable, "-m", "tests.fakes.openai_upstream", "--name", "cli", "--port", "0"]
     rejected = subprocess.run(
-        [*command[:-4], "--answer-chars", "0"], cwd=REPO_ROOT, capture_output=True, text=True
+        [*command, "--answer-chars", "0"], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert rejected.returncode == 2
     assert "--answer-chars" in rejected.stderr

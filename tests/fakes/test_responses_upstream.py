@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,12 +21,17 @@ from pydantic import TypeAdapter
 
 from extproc.canonical.aggregate import aggregate_events
 from extproc.codecs.openai_responses import OpenAIResponsesCodec
+from tests.fakes._testing import (
+    RawConnection,
+    assert_openai_error,
+    cli_process,
+    free_port,
+    wait_until,
+)
 from tests.fakes.responses_upstream import FakeResponses
-from tests.fakes.test_openai_upstream import RawConnection, assert_openai_error, wait_until
 
 API_KEY = "sk-fake-provider-key"
 BODY: dict[str, Any] = {"model": "gpt-5", "input": "Say hello."}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 
 
@@ -68,9 +70,8 @@ def http(fake: FakeResponses) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def raw(fake: FakeResponses) -> Iterator[RawConnection]:
-    connection = RawConnection(fake.port)
-    yield connection
-    connection.close()
+    with RawConnection(fake.port) as connection:
+        yield connection
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,14 +432,9 @@ def test_stall_after_then_clear(fake: FakeResponses, raw: RawConnection) -> None
     raw.send_json("/v1/responses", {**BODY, "stream": True})
     assert raw.read_head()[0] == 200
     first = [raw.read_chunk() or b"" for _ in range(3)]
-    raw.sock.settimeout(0.2)
-    with pytest.raises(TimeoutError):
-        raw.read_chunk()
-    raw.sock.settimeout(2.0)
+    raw.assert_silent(raw.read_chunk, 0.2)
     fake.clear_faults()
-    rest: list[bytes] = []
-    while (chunk := raw.read_chunk()) is not None:
-        rest.append(chunk)
+    rest = raw.read_chunks()
     events = sse_payloads(b"".join(first + rest))
     assert events[-1][0] == "response.completed"
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
@@ -488,9 +484,7 @@ def test_chunk_delay(fake: FakeResponses, raw: RawConnection) -> None:
     fake.set_fault(chunk_delay=0.03, count=1)
     raw.send_json("/v1/responses", {**BODY, "stream": True})
     raw.read_head()
-    arrivals = []
-    while raw.read_chunk() is not None:
-        arrivals.append(time.monotonic())
+    arrivals = raw.chunk_arrivals()
     assert len(arrivals) == 9
     assert arrivals[-1] - arrivals[0] >= 8 * 0.03 * 0.9
 
@@ -507,23 +501,11 @@ def test_stream_knobs_ignore_non_streaming_requests(
 # The command line
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_command_line_with_control_api() -> None:
-    control_port = _free_port()
-    command = [sys.executable, "-m", "tests.fakes.responses_upstream", "--name", "cli"]
-    command += ["--port", "0", "--control-port", str(control_port)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on "), line
-        base_url = f"http://127.0.0.1:{int(line.split()[-1])}/v1"
+    control_port = free_port()
+    args = ["--name", "cli", "--control-port", str(control_port)]
+    with cli_process("responses_upstream", *args) as port:
+        base_url = f"http://127.0.0.1:{port}/v1"
         control = f"http://127.0.0.1:{control_port}"
         answer = httpx.post(f"{base_url}/responses", json=BODY).json()
         assert answer["output"][0]["content"][0]["text"] == "cli says hello to gpt-5"
@@ -533,8 +515,3 @@ def test_command_line_with_control_api() -> None:
         counts = httpx.get(f"{control}/requests/count").json()
         assert (counts["count"], counts["chat"]) == (2, 2)
         assert httpx.delete(f"{control}/faults").json() == {}
-    finally:
-        process.terminate()
-        assert process.wait(timeout=5) == 0
-        if process.stdout is not None:
-            process.stdout.close()
