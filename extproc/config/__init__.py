@@ -3,7 +3,12 @@
 from extproc.config.loader import build_config, load_config, substitute_env
 from extproc.config.model import (
     BackendConfig,
+    CaptureConfig,
     Config,
+    MetricsConfig,
+    PriceConfig,
+    TracingConfig,
+    UsageConfig,
     HealthCheckConfig,
     LimitsConfig,
     ModelRouteConfig,
@@ -12,7 +17,12 @@ from extproc.config.model import (
 
 __all__ = [
     "BackendConfig",
+    "CaptureConfig",
     "Config",
+    "MetricsConfig",
+    "PriceConfig",
+    "TracingConfig",
+    "UsageConfig",
     "HealthCheckConfig",
     "LimitsConfig",
     "ModelRouteConfig",

@@ -186,6 +186,69 @@ class EnvoyConfig(_Model):
     access_log: bool = False
 
 
+class CaptureConfig(_Model):
+    """Byte-precise wire capture (docs/capture.md): CBOR sequence files."""
+
+    enabled: bool = False
+    directory: str = "./captures"
+    #: A file is closed and a new one started beyond this size or age.
+    max_file_bytes: Size = 64 * 1024 * 1024
+    max_file_age: Duration = 3600.0
+    #: Oldest files are deleted beyond this total.
+    max_total_bytes: Size = 1024 * 1024 * 1024
+    #: Records waiting for the writer; beyond it records are dropped (counted, logged).
+    queue_size: int = Field(10_000, ge=1)
+
+
+class PriceConfig(_Model):
+    """USD per million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+    #: Cached input tokens; defaults to the input price.
+    cached_input: float | None = Field(None, ge=0)
+
+
+class UsageConfig(_Model):
+    """Usage and cost accounting per request (docs/observability.md)."""
+
+    enabled: bool = False
+    #: ``sqlite:///path/usage.sqlite`` (default) or ``postgresql://user:pass@host/db``.
+    database: str = "sqlite:///./usage.sqlite"
+    #: Prices by model name; keys may end with ``*`` to match a prefix
+    #: (``gpt-4o*``) and may name an instance (``openai.1:gpt-4o``).
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    queue_size: int = Field(10_000, ge=1)
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("database must be a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class TracingConfig(_Model):
+    """OpenTelemetry spans (docs/observability.md)."""
+
+    enabled: bool = False
+    #: OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; none: spans
+    #: are created (and joined with Envoy's) but not exported.
+    otlp_endpoint: str | None = None
+    service_name: str = "llm-proxy"
+    #: Record prompts and completions on spans (after redaction). Off by default.
+    record_content: bool = False
+    #: Also have Envoy trace and send spans to this OTLP gRPC collector (host:port).
+    envoy_collector: str | None = None
+
+
+class MetricsConfig(_Model):
+    """A Prometheus endpoint for the extproc process, on loopback."""
+
+    enabled: bool = True
+    port: int = Field(9464, ge=0, le=65535)
+
+
 class Config(_Model):
     """The whole proxy configuration."""
 
@@ -206,6 +269,12 @@ class Config(_Model):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    #: Keys for the proxy's own admin endpoints (usage) in multi-user mode.
+    admin_keys: list[SecretStr] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")
