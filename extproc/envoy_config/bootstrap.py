@@ -130,14 +130,43 @@ def render(bootstrap: dict[str, Any]) -> str:
 # -- listener ----------------------------------------------------------------
 
 
-def _grpc_service(config: Config, grpc_limit: int) -> dict[str, Any]:
+#: gRPC metadata naming the role of each ext_proc filter (extproc/server/servicer.py).
+ROLE_METADATA = "x-llm-role"
+
+
+def _grpc_service(config: Config, grpc_limit: int, role: str) -> dict[str, Any]:
     return {
         "envoy_grpc": {
             "cluster_name": EXTPROC_CLUSTER,
             "max_receive_message_length": grpc_limit,
         },
         "timeout": _duration(max(config.timeouts.extproc_message, 1.0)),
+        "initial_metadata": [{"key": ROLE_METADATA, "value": role}],
     }
+
+
+def _observer(config: Config, grpc_limit: int, role: str) -> dict[str, Any]:
+    """An ext_proc filter in observability mode: it sees bytes, never delays them.
+
+    Envoy sends headers and body chunks without waiting for answers, so wire
+    capture adds no round trip to any request.
+    """
+    typed: dict[str, Any] = {
+        "@type": _EXT_PROC,
+        "grpc_service": _grpc_service(config, grpc_limit, role),
+        "observability_mode": True,
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            "response_header_mode": "SEND",
+            "request_body_mode": "STREAMED",
+            "response_body_mode": "STREAMED",
+            "request_trailer_mode": "SKIP",
+            "response_trailer_mode": "SKIP",
+        },
+    }
+    if role == "observe-provider":
+        typed["request_attributes"] = [HOST_METADATA_ATTRIBUTE]  # which backend instance
+    return {"name": "envoy.filters.http.ext_proc", "typed_config": typed}
 
 
 def _router_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
@@ -145,7 +174,7 @@ def _router_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": _EXT_PROC,
-            "grpc_service": _grpc_service(config, grpc_limit),
+            "grpc_service": _grpc_service(config, grpc_limit, "router"),
             # Fail closed: without the processor nothing is forwarded.
             "failure_mode_allow": False,
             "message_timeout": _duration(config.timeouts.extproc_message),
@@ -356,6 +385,10 @@ def _listener(
     filters = [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}]
     if baseline is None:
         filters.insert(0, _router_ext_proc(config, grpc_limit))
+        if config.capture.enabled:
+            # First in the chain: it sees the client's request before the ROUTER
+            # role changes it, and the answer after the ROUTER translated it.
+            filters.insert(0, _observer(config, grpc_limit, "observe-client"))
     hcm: dict[str, Any] = {
         "@type": _HCM,
         "stat_prefix": "llm" if name == "main" else f"llm_{name}",
@@ -440,7 +473,7 @@ def _upstream_ext_proc(config: Config, grpc_limit: int, with_body: bool) -> dict
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": _EXT_PROC,
-            "grpc_service": _grpc_service(config, grpc_limit),
+            "grpc_service": _grpc_service(config, grpc_limit, "upstream"),
             "failure_mode_allow": False,
             "message_timeout": _duration(config.timeouts.extproc_message),
             "processing_mode": {
@@ -543,6 +576,7 @@ def _llm_cluster(
     with_ext_proc: bool = True,
 ) -> dict[str, Any]:
     by_priority: dict[int, list[dict[str, Any]]] = {}
+    observe = config.capture.enabled and with_ext_proc  # never in the baseline variant
     # The UPSTREAM role runs only where Envoy chooses among several hosts; a
     # single-endpoint cluster is encoded for by the ROUTER role already.
     with_ext_proc = with_ext_proc and plan.is_failover
@@ -586,6 +620,8 @@ def _llm_cluster(
                         if with_ext_proc
                         else []
                     ),
+                    # Last before the codec: the exact bytes of each attempt, both ways.
+                    *([_observer(config, grpc_limit, "observe-provider")] if observe else []),
                     {
                         "name": "envoy.filters.http.upstream_codec",
                         "typed_config": {"@type": _UPSTREAM_CODEC},

@@ -18,6 +18,13 @@ from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
 from extproc.pipeline import Pipeline, Stage
 from extproc.pipeline.stages import AccessControlStage, RoutingStage
+from extproc.processing.observer import (
+    AttemptCounter,
+    CaptureSink,
+    NullCaptureSink,
+    ObserverProcessor,
+    Side,
+)
 from extproc.processing.router import RouterProcessor
 from extproc.processing.upstream import UpstreamProcessor
 from extproc.routing import Resolver, apply_params, plan_clusters
@@ -128,9 +135,15 @@ class App:
         self.models = self._model_list()
         #: Protocols with a codec: the frontends the proxy answers.
         self.protocols = frozenset(CODECS)
+        #: Where observer (capture) events go; set by the server when capture is on.
+        self.capture_sink: CaptureSink = NullCaptureSink()
+        self.attempts = AttemptCounter()
 
     def router(self) -> RouterProcessor:
         return RouterProcessor(self)
+
+    def observer(self, side: Side, host: dict[str, Any] | None) -> ObserverProcessor:
+        return ObserverProcessor(self.capture_sink, side, self.attempts, host)
 
     def upstream(self, host: dict[str, Any]) -> UpstreamProcessor:
         return UpstreamProcessor(self, host)

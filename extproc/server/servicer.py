@@ -23,6 +23,7 @@ from extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mod
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from extproc.processing import Action, App, Continue, Reply
+from extproc.processing.observer import ObserverProcessor, Side
 from extproc.processing.router import RouterProcessor
 from extproc.processing.upstream import UpstreamProcessor
 
@@ -135,6 +136,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     async def Process(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
+        role = _role(context)
+        if role in OBSERVER_ROLES:
+            await self._observe(OBSERVER_ROLES[role], request_iterator)
+            return
         processor: Processor | None = None
         try:
             async for request in request_iterator:
@@ -153,6 +158,43 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         finally:
             if isinstance(processor, RouterProcessor):
                 processor.close()
+
+    async def _observe(self, side: Side, request_iterator: AsyncIterator[Any]) -> None:
+        """An observability-mode stream: record every message, answer none."""
+        observer: ObserverProcessor | None = None
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("request")
+                if observer is None:
+                    observer = self.app.observer(side, host_metadata(request))
+                message = getattr(request, kind)
+                if kind.endswith("_headers"):
+                    pairs = header_pairs(message.headers)
+                    observer.handle(kind, pairs, None, message.end_of_stream)
+                elif kind.endswith("_body"):
+                    observer.handle(kind, None, message.body, message.end_of_stream)
+        finally:
+            if observer is not None:
+                observer.close()
+
+
+#: gRPC metadata naming the filter's role (set in the generated bootstrap).
+ROLE_METADATA = "x-llm-role"
+OBSERVER_ROLES: dict[str, Side] = {"observe-client": "client", "observe-provider": "provider"}
+
+
+def _role(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == ROLE_METADATA:
+            return str(value)
+    return None
+
+
+def header_pairs(header_map: Any) -> list[tuple[str, bytes]]:
+    """Envoy's header map as ordered (name, raw bytes) pairs, duplicates kept."""
+    return [
+        (header.key, header.raw_value or header.value.encode()) for header in header_map.headers
+    ]
 
 
 def _dispatch(processor: Processor, kind: str, request: Any) -> Action | Awaitable[Action]:
