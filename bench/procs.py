@@ -242,6 +242,7 @@ def proxy_config(fake_port: int, api_key: str) -> dict[str, Any]:
         "backends": {"openai": backend, "openai.1": {**backend, "models": []}},
         "models": {POOL_MODEL: {"failover": ["openai:gpt-4o-mini", "openai.1:gpt-4o-mini"]}},
         "envoy": {"log_level": "error"},
+        "metrics": {"port": 0},
     }
 
 
@@ -259,13 +260,13 @@ def envoy_ready(admin_port: int) -> bool:
 
 
 def start_proxy(
-    stack: contextlib.ExitStack, workdir: Path, config: dict[str, Any]
+    stack: contextlib.ExitStack, workdir: Path, config: dict[str, Any], name: str = "proxy"
 ) -> tuple[Managed, int]:
     """``python -m extproc --config FILE``; returns it and the PID of the Envoy it started."""
-    config_path = workdir / "proxy.yaml"
+    config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     args = [sys.executable, "-m", "extproc", "--config", str(config_path)]
-    proxy = _spawn(stack, "extproc", args, workdir / "proxy.log")
+    proxy = _spawn(stack, "extproc" if name == "proxy" else name, args, workdir / f"{name}.log")
     envoy_pids: list[int] = []
 
     def stop_envoy() -> None:  # runs after proxy.stop(): only a left-over Envoy is stopped

@@ -27,6 +27,9 @@ from typing import Any
 
 from bench import report as reporting
 from bench.load import PhaseResult, Target, chat_body, run_closed_loop, run_sequential
+from bench.observability import measure as measure_observability
+from bench.observability import observability_config
+from bench.observability import render as render_observability
 from bench.procs import (
     POOL_MODEL,
     REPO,
@@ -36,6 +39,7 @@ from bench.procs import (
     envoy_version,
     fake_control,
     find_envoy_binary,
+    free_port,
     proxy_config,
     start_baseline_envoy,
     start_fake,
@@ -408,6 +412,30 @@ def run_profile(
     return {"runs": runs}
 
 
+def run_observability(
+    stack: contextlib.ExitStack,
+    logs: Path,
+    proxy_cfg: dict[str, Any],
+    targets: Mapping[str, Target],
+    expected_text: str,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Section 8: two more proxies (capture on; everything on) beside the first."""
+    variants = {}
+    for variant in ("capture", "all"):
+        config = observability_config(proxy_cfg, logs, variant)
+        config.update(port=free_port(), grpc_port=free_port(), admin_port=free_port())
+        config["capture"]["grpc_port"] = free_port()
+        start_proxy(stack, logs, config, name=f"proxy-{variant}")
+        variants[variant] = Target(variant, "127.0.0.1", config["port"], CHAT_PATH, CLIENT_KEY)
+    measured = {"envoy": targets["envoy"], "proxy": targets["proxy"], **variants}
+    return asyncio.run(
+        measure_observability(
+            measured, expected_text, settings.latency_requests, settings.stream_requests
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     out_dir = settings.out.parent
@@ -486,6 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "request_cpu": request_translation_cpu(),
                 "chunk_cpu": chunk_translation_cpu(),
             }
+            _progress("observability: the proxy with capture off, capture on, everything on")
+            observability = run_observability(
+                stack, logs, proxy_cfg, targets, expected_text, settings
+            )
             if settings.profile:
                 profile = run_profile(
                     settings, targets["proxy"], extproc.pid, sampler, expected_text
@@ -504,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(reporting.render(report, settings.describe()), flush=True)
     print("\n" + render_translation(translation), flush=True)
+    print("\n" + render_observability(observability), flush=True)
     if settings.profile:
         assert profile is not None
         print(reporting.render_profile(profile), flush=True)
@@ -513,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pids": pids,
         **report,
         "translation": translation,
+        "observability": observability,
         "profile": profile,
         "loadavg_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }

@@ -17,6 +17,10 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
+# PostgreSQL server binaries for the usage-store tests (they start a throwaway cluster;
+# Debian puts initdb/pg_ctl under /usr/lib/postgresql/<version>/bin, off PATH).
+command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -yq "${need_apt[@]}"

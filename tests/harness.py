@@ -154,7 +154,12 @@ def proxy_config(backends: dict[str, Any], **top: Any) -> dict[str, Any]:
         "backends": backends,
         "log_level": "info",
         "envoy": {"log_level": "error", "concurrency": 2},
+        # Any free port: several proxies run at once (tests that scrape pick one).
+        "metrics": {"port": 0},
     }
+    if "capture" in top:
+        # The capture process's port, unless the test picked one.
+        top = {**top, "capture": {"grpc_port": free_port(), **top["capture"]}}
     config.update(top)
     return config
 

@@ -198,6 +198,12 @@ class CaptureConfig(_Model):
     max_total_bytes: Size = 1024 * 1024 * 1024
     #: Records waiting for the writer; beyond it records are dropped (counted, logged).
     queue_size: int = Field(10_000, ge=1)
+    #: Record from Envoy's side with observer filters (every attempt, every header
+    #: as Envoy sent it) in a capture process of its own, instead of from the
+    #: proxy's own messages; costs an ext_proc stream per leg (docs/capture.md).
+    observers: bool = False
+    #: The capture process's gRPC port (on grpc_host), with ``observers``.
+    grpc_port: int = Field(50052, ge=1, le=65535)
 
 
 class PriceConfig(_Model):
@@ -240,12 +246,27 @@ class TracingConfig(_Model):
     record_content: bool = False
     #: Also have Envoy trace and send spans to this OTLP gRPC collector (host:port).
     envoy_collector: str | None = None
+    #: Share of requests Envoy traces (when it traces); the proxy follows Envoy's decision.
+    sample_percent: float = Field(100.0, ge=0, le=100)
+
+    @field_validator("envoy_collector")
+    @classmethod
+    def _check_collector(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("envoy_collector must be host:port (the collector's OTLP gRPC port)")
+        return value
 
 
 class MetricsConfig(_Model):
     """A Prometheus endpoint for the extproc process, on loopback."""
 
     enabled: bool = True
+    #: Loopback by default, like Envoy's admin; ``0.0.0.0`` for a scraper outside the pod.
+    host: str = "127.0.0.1"
+    #: 0: any free port (logged at startup).
     port: int = Field(9464, ge=0, le=65535)
 
 
@@ -340,9 +361,18 @@ class Config(_Model):
                 f"single-user mode binds loopback only (host {self.host!r} is not); "
                 "use multi_user_mode with api_keys to serve a network"
             )
+        if self.multi_user_mode and self.usage.enabled and not self.admin_keys:
+            raise ValueError(
+                "multi_user_mode with usage accounting needs admin_keys: the usage "
+                "endpoints answer only admin keys"
+            )
         ports = {"port": self.port, "grpc_port": self.grpc_port, "admin_port": self.admin_port}
         if self.anthropic_port:
             ports["anthropic_port"] = self.anthropic_port
+        if self.metrics.enabled and self.metrics.port:
+            ports["metrics.port"] = self.metrics.port
+        if self.capture.enabled and self.capture.observers:
+            ports["capture.grpc_port"] = self.capture.grpc_port
         if len(set(ports.values())) != len(ports):
             raise ValueError(f"the listening ports must differ: {ports}")
         return self

@@ -29,6 +29,8 @@ from extproc.config import Config
 from extproc.routing import ClusterPlan, Endpoint, plan_clusters
 
 EXTPROC_CLUSTER = "extproc"
+#: The capture process's gRPC service (observer roles), when capture is on.
+CAPTURE_CLUSTER = "extproc_capture"
 CLUSTER_HEADER = "x-llm-cluster"
 METADATA_NAMESPACE = "llm"
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
@@ -42,6 +44,7 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TLS = _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 _CEL_FILTER = _T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _STDOUT_LOG = _T + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+_REQ_WITHOUT_QUERY = "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
 _PREVIOUS_PRIORITIES = (
     _T + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 )
@@ -96,6 +99,12 @@ def build_bootstrap(
     grpc_limit += _BUFFER_SLACK
     with_ext_proc = baseline_cluster is None
     clusters = [_extproc_cluster(config, grpc_limit)] if with_ext_proc else []
+    if with_ext_proc and _observers(config):
+        clusters.append(
+            _extproc_cluster(config, grpc_limit, CAPTURE_CLUSTER, config.capture.grpc_port)
+        )
+    if with_ext_proc and _envoy_traces(config):
+        clusters.append(_collector_cluster(config))
     clusters += [
         _llm_cluster(config, plan, ca_file, grpc_limit, with_ext_proc) for plan in plans.values()
     ]
@@ -134,10 +143,17 @@ def render(bootstrap: dict[str, Any]) -> str:
 ROLE_METADATA = "x-llm-role"
 
 
-def _grpc_service(config: Config, grpc_limit: int, role: str) -> dict[str, Any]:
+def _observers(config: Config) -> bool:
+    """Capture from Envoy's side: the observer filters and the capture process."""
+    return config.capture.enabled and config.capture.observers
+
+
+def _grpc_service(
+    config: Config, grpc_limit: int, role: str, cluster: str = EXTPROC_CLUSTER
+) -> dict[str, Any]:
     return {
         "envoy_grpc": {
-            "cluster_name": EXTPROC_CLUSTER,
+            "cluster_name": cluster,
             "max_receive_message_length": grpc_limit,
         },
         "timeout": _duration(max(config.timeouts.extproc_message, 1.0)),
@@ -153,8 +169,13 @@ def _observer(config: Config, grpc_limit: int, role: str) -> dict[str, Any]:
     """
     typed: dict[str, Any] = {
         "@type": _EXT_PROC,
-        "grpc_service": _grpc_service(config, grpc_limit, role),
+        # A process of its own (extproc/server/capture_process.py): capture
+        # work never competes with the ROUTER role for the interpreter.
+        "grpc_service": _grpc_service(config, grpc_limit, role, CAPTURE_CLUSTER),
         "observability_mode": True,
+        # Capture never breaks traffic: without the capture service requests
+        # go on (the gap shows in the capture process's log and metrics).
+        "failure_mode_allow": True,
         "processing_mode": {
             "request_header_mode": "SEND",
             "response_header_mode": "SEND",
@@ -321,12 +342,30 @@ def _local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
+#: Facts the ROUTER role puts in the ``llm`` dynamic metadata for access logs
+#: (extproc/observe/telemetry.py).
+ACCESS_LOG_FIELDS = (
+    "frontend",
+    "backend",
+    "model",
+    "session",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "finish_reason",
+    "ttft_ms",
+)
+
+
 def _access_log() -> list[dict[str, Any]]:
     fields = {
         "time": "%START_TIME%",
         "request_id": "%REQ(X-REQUEST-ID)%",
         "method": "%REQ(:METHOD)%",
-        "path": "%REQ(:PATH)%",
+        # Without the query: a Gemini client's ?key= must never reach a log line.
+        "path": "%REQ_WITHOUT_QUERY(:PATH)%",
         "status": "%RESPONSE_CODE%",
         "details": "%RESPONSE_CODE_DETAILS%",
         "flags": "%RESPONSE_FLAGS%",
@@ -336,11 +375,23 @@ def _access_log() -> list[dict[str, Any]]:
         "duration_ms": "%DURATION%",
         "bytes_in": "%BYTES_RECEIVED%",
         "bytes_out": "%BYTES_SENT%",
+        **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in ACCESS_LOG_FIELDS},
     }
     return [
         {
             "name": "envoy.access_loggers.stdout",
-            "typed_config": {"@type": _STDOUT_LOG, "log_format": {"json_format": fields}},
+            "typed_config": {
+                "@type": _STDOUT_LOG,
+                "log_format": {
+                    "json_format": fields,
+                    "formatters": [
+                        {
+                            "name": "envoy.formatter.req_without_query",
+                            "typed_config": {"@type": _T + _REQ_WITHOUT_QUERY},
+                        }
+                    ],
+                },
+            },
         }
     ]
 
@@ -385,7 +436,7 @@ def _listener(
     filters = [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}]
     if baseline is None:
         filters.insert(0, _router_ext_proc(config, grpc_limit))
-        if config.capture.enabled:
+        if _observers(config):
             # First in the chain: it sees the client's request before the ROUTER
             # role changes it, and the answer after the ROUTER translated it.
             filters.insert(0, _observer(config, grpc_limit, "observe-client"))
@@ -404,7 +455,16 @@ def _listener(
         "common_http_protocol_options": {"idle_timeout": "300s"},
         "route_config": {
             "name": "llm",
-            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
+            "virtual_hosts": [
+                {
+                    "name": "llm",
+                    "domains": ["*"],
+                    "routes": routes,
+                    # Which attempt answered (capture, attempt metrics); the
+                    # ROUTER role removes it before the client.
+                    "include_attempt_count_in_response": True,
+                }
+            ],
             "request_headers_to_remove": [CLUSTER_HEADER],
         },
         "http_filters": filters,
@@ -413,6 +473,8 @@ def _listener(
         hcm["local_reply_config"] = _local_reply_config()
     if config.envoy.access_log:
         hcm["access_log"] = _access_log()
+    if baseline is None and _envoy_traces(config):
+        hcm["tracing"] = _tracing(config)
     return {
         "name": name,
         "address": _address(config.host, port),
@@ -431,10 +493,64 @@ def _listener(
 # -- clusters ----------------------------------------------------------------
 
 
-def _extproc_cluster(config: Config, grpc_limit: int) -> dict[str, Any]:
+# -- tracing -------------------------------------------------------------------
+
+COLLECTOR_CLUSTER = "otel_collector"
+_OTEL_TRACER = "envoy.config.trace.v3.OpenTelemetryConfig"
+
+
+def _envoy_traces(config: Config) -> bool:
+    return config.tracing.enabled and config.tracing.envoy_collector is not None
+
+
+def _tracing(config: Config) -> dict[str, Any]:
+    """Envoy's spans (request, each ext_proc call, each upstream attempt) go to the
+    collector; the ext_proc streams carry the trace context to the proxy's spans."""
+    return {
+        "random_sampling": {"value": config.tracing.sample_percent},
+        "spawn_upstream_span": True,
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": _T + _OTEL_TRACER,
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": COLLECTOR_CLUSTER},
+                    "timeout": "5s",
+                },
+                "service_name": f"{config.tracing.service_name}-envoy",
+            },
+        },
+    }
+
+
+def _collector_cluster(config: Config) -> dict[str, Any]:
+    collector = config.tracing.envoy_collector
+    assert collector is not None
+    host, _, port = collector.rpartition(":")
+    host = host.strip("[]")
+    return {
+        "name": COLLECTOR_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": _T + _HTTP_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": COLLECTOR_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, int(port))}}]}],
+        },
+    }
+
+
+def _extproc_cluster(
+    config: Config, grpc_limit: int, name: str = EXTPROC_CLUSTER, port: int | None = None
+) -> dict[str, Any]:
     host = config.grpc_host
     return {
-        "name": EXTPROC_CLUSTER,
+        "name": name,
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "connect_timeout": "1s",
         "per_connection_buffer_limit_bytes": grpc_limit,
@@ -460,9 +576,13 @@ def _extproc_cluster(config: Config, grpc_limit: int) -> dict[str, Any]:
             }
         },
         "load_assignment": {
-            "cluster_name": EXTPROC_CLUSTER,
+            "cluster_name": name,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _address(host, config.grpc_port)}}]}
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _address(host, port or config.grpc_port)}}
+                    ]
+                }
             ],
         },
     }
@@ -576,7 +696,7 @@ def _llm_cluster(
     with_ext_proc: bool = True,
 ) -> dict[str, Any]:
     by_priority: dict[int, list[dict[str, Any]]] = {}
-    observe = config.capture.enabled and with_ext_proc  # never in the baseline variant
+    observe = _observers(config) and with_ext_proc  # never in the baseline variant
     # The UPSTREAM role runs only where Envoy chooses among several hosts; a
     # single-endpoint cluster is encoded for by the ROUTER role already.
     with_ext_proc = with_ext_proc and plan.is_failover

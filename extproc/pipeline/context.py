@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc.canonical import Usage
+from extproc.observe.tracing import NO_SPAN, RequestSpan
 from extproc.routing import RouteDecision, Selector
 
 
@@ -24,8 +26,42 @@ class RequestContext:
     selector: Selector | None = None
     route: RouteDecision | None = None
     started: float = field(default_factory=time.monotonic)
+    #: Wall clock at the start (seconds since the epoch), for records.
+    started_wall: float = field(default_factory=time.time)
     #: Scratch space for stages, keyed by stage name.
     state: dict[str, Any] = field(default_factory=dict)
+    #: The request's trace span (a shared no-op span when tracing is off).
+    span: RequestSpan = NO_SPAN
+    #: Session id the client sent (``x-session-id``), if any.
+    session_id: str | None = None
+
+    # What happened, filled in by the ROUTER role as the exchange goes on and
+    # read by the observability stages at the end.
+
+    #: The model the client named, before routing.
+    requested_model: str | None = None
+    #: The model asked of the provider (the pool endpoint's, when it names one).
+    model: str | None = None
+    #: The backend instance whose answer reached the client (None: no upstream answer).
+    backend: str | None = None
+    #: The HTTP status sent to the client (0 until known).
+    status: int = 0
+    streamed: bool = False
+    #: Monotonic time of the first answer bytes sent to the client, for streams.
+    first_output: float | None = None
+    finished: float | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    response_id: str | None = None
+    response_model: str | None = None
+    #: Attempts Envoy made (1 unless it retried) and, when known, their instances.
+    attempts: int = 0
+    attempt_backends: list[str] = field(default_factory=list)
+    #: The answer came from a provider (not from Envoy or the proxy itself).
+    from_provider: bool = False
+    #: The proxy's own error code when the proxy answered with an error.
+    error_code: str | None = None
+    error_message: str | None = None
 
     @property
     def client_key_id(self) -> str | None:
@@ -36,6 +72,16 @@ class RequestContext:
         if cached is None:
             cached = self.state["_client_key_id"] = key_id(self.client_key)
         return str(cached)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the request headers to the end (or to now, while running)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds to the first streamed answer bytes, for streamed answers."""
+        return None if self.first_output is None else self.first_output - self.started
 
 
 def key_id(key: str) -> str:

@@ -11,7 +11,9 @@ returning a different list tells the translator the events were rewritten
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 from extproc.canonical import CanonicalRequest, CanonicalResponse, StreamEvent
 from extproc.pipeline.context import RequestContext
@@ -44,11 +46,21 @@ def _overrides(stage: Stage, hook: str) -> bool:
     return getattr(type(stage), hook) is not getattr(Stage, hook)
 
 
-class Pipeline:
-    """Runs stages in order; only the stages that define a hook are called."""
+#: Wraps one stage hook call (timing, a trace span): ``phase(ctx, "stage.routing")``.
+PhaseFactory = Callable[[RequestContext, str], AbstractContextManager[Any]]
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+
+class Pipeline:
+    """Runs stages in order; only the stages that define a hook are called.
+
+    With a ``phase`` factory, each request-level hook call (headers, request,
+    whole response) runs inside ``phase(ctx, "stage.<name>")``; per-chunk
+    stream hooks are not wrapped (they are part of the translation phase).
+    """
+
+    def __init__(self, stages: Sequence[Stage], phase: PhaseFactory | None = None) -> None:
         self.stages = list(stages)
+        self._phase = phase
         self._headers = [s for s in self.stages if _overrides(s, "on_request_headers")]
         self._request = [s for s in self.stages if _overrides(s, "on_request")]
         self._response = [s for s in self.stages if _overrides(s, "on_response")]
@@ -65,16 +77,31 @@ class Pipeline:
         return bool(self._response or self._stream)
 
     def request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
+        phase = self._phase
         for stage in self._headers:
-            stage.on_request_headers(ctx, headers)
+            if phase is None:
+                stage.on_request_headers(ctx, headers)
+            else:
+                with phase(ctx, f"stage.{stage.name}"):
+                    stage.on_request_headers(ctx, headers)
 
     def request(self, ctx: RequestContext, request: CanonicalRequest) -> None:
+        phase = self._phase
         for stage in self._request:
-            stage.on_request(ctx, request)
+            if phase is None:
+                stage.on_request(ctx, request)
+            else:
+                with phase(ctx, f"stage.{stage.name}"):
+                    stage.on_request(ctx, request)
 
     def response(self, ctx: RequestContext, response: CanonicalResponse) -> CanonicalResponse:
+        phase = self._phase
         for stage in self._response:
-            response = stage.on_response(ctx, response)
+            if phase is None:
+                response = stage.on_response(ctx, response)
+            else:
+                with phase(ctx, f"stage.{stage.name}"):
+                    response = stage.on_response(ctx, response)
         return response
 
     def stream_events(self, ctx: RequestContext, events: list[StreamEvent]) -> list[StreamEvent]:

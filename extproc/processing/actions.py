@@ -35,6 +35,7 @@ class Reply:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     details: str = ""
+    dynamic_metadata: dict[str, dict[str, Any]] | None = None
 
 
 Action = Continue | Reply

@@ -6,7 +6,7 @@ from it. Nothing here parses configuration or talks gRPC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +16,10 @@ from extproc.codecs import CODECS, Codec, get_codec
 from extproc.codecs.base import REQUIRES_PROTOCOL, ModelInfo
 from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
+from extproc.observe.telemetry import Telemetry
 from extproc.pipeline import Pipeline, Stage
 from extproc.pipeline.stages import AccessControlStage, RoutingStage
+from extproc.processing.attempts import AttemptLog
 from extproc.processing.observer import (
     AttemptCounter,
     CaptureSink,
@@ -111,20 +113,26 @@ def build_backends(config: Config) -> dict[str, BackendRuntime]:
     return out
 
 
-def build_pipeline(config: Config, resolver: Resolver) -> Pipeline:
+def build_pipeline(config: Config, resolver: Resolver, telemetry: Telemetry) -> Pipeline:
     stages: list[Stage] = []
     if config.multi_user_mode:
         stages.append(AccessControlStage(k.get_secret_value() for k in config.api_keys))
     stages.append(RoutingStage(resolver))
-    return Pipeline(stages)
+    return Pipeline(stages, phase=telemetry.phase)
 
 
 class App:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
         self.config = config
+        #: Metrics, spans and usage records (without a usage writer unless given).
+        self.telemetry = telemetry or Telemetry.from_config(config, with_usage=False)
         self.plans = plan_clusters(config)
         self.resolver = Resolver(config, self.plans)
-        self.pipeline = build_pipeline(config, self.resolver)
+        self.pipeline = build_pipeline(config, self.resolver, self.telemetry)
+        #: Keys for the proxy's admin endpoints; empty: open (single-user mode).
+        self.admin_keys = tuple(k.get_secret_value() for k in config.admin_keys)
+        #: Usage goes to Envoy's dynamic metadata (``llm``) for access logs.
+        self.emit_metadata = config.usage.enabled or config.envoy.access_log
         self.backends = build_backends(config)
         #: Every header name any backend sets: Envoy shares one header map
         #: between the attempts of a request, so the UPSTREAM role removes
@@ -135,17 +143,35 @@ class App:
         self.models = self._model_list()
         #: Protocols with a codec: the frontends the proxy answers.
         self.protocols = frozenset(CODECS)
-        #: Where observer (capture) events go; set by the server when capture is on.
+        #: Where capture records go; set by the server when capture is on.
         self.capture_sink: CaptureSink = NullCaptureSink()
         self.attempts = AttemptCounter()
+        #: The instances each request's attempts went to (UPSTREAM role -> metrics).
+        self.attempt_log = AttemptLog()
+        #: Capture from the roles' own messages (the default capture mode).
+        self.capture_roles = config.capture.enabled and not config.capture.observers
 
-    def router(self) -> RouterProcessor:
-        return RouterProcessor(self)
+    @property
+    def needs_answer(self) -> bool:
+        """Every answer is read (no unseen pass-through): a stage or the accounting needs it."""
+        return self.pipeline.inspects_response or self.telemetry.needs_answer or self.capture_roles
+
+    def router(self, carrier: Iterable[tuple[str, str | bytes]] | None = None) -> RouterProcessor:
+        """A ROUTER-role processor; ``carrier``: the stream's gRPC metadata (trace context)."""
+        if self.capture_roles:
+            from extproc.processing.tap import CapturingRouter
+
+            return CapturingRouter(self, self.capture_sink, carrier)
+        return RouterProcessor(self, carrier)
 
     def observer(self, side: Side, host: dict[str, Any] | None) -> ObserverProcessor:
         return ObserverProcessor(self.capture_sink, side, self.attempts, host)
 
     def upstream(self, host: dict[str, Any]) -> UpstreamProcessor:
+        if self.capture_roles:
+            from extproc.processing.tap import CapturingUpstream
+
+            return CapturingUpstream(self, host, self.capture_sink, self.attempts)
         return UpstreamProcessor(self, host)
 
     def model_info(self, model: str) -> ModelInfo:

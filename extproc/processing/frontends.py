@@ -9,6 +9,9 @@
   ``:streamGenerateContent``, ``:countTokens`` (also under ``/v1/``);
   ``GET /v1beta/models[/{model}]``.
 
+The proxy's own admin endpoints answer JSON with OpenAI-shaped errors:
+``GET /v1/usage/stats`` and ``GET /v1/usage/recent`` (usage accounting).
+
 ``GET /v1/models`` is shared by three SDKs; the dialect follows the client:
 ``x-goog-api-key`` or ``?key=`` means Gemini, ``anthropic-version`` means
 Anthropic, anything else OpenAI. A trailing ``?beta=true`` (Claude Code) and
@@ -24,7 +27,7 @@ from typing import Literal
 
 from extproc.errors import MethodNotAllowed, NotFound
 
-EndpointKind = Literal["generate", "count_tokens", "list_models", "get_model"]
+EndpointKind = Literal["generate", "count_tokens", "list_models", "get_model", "admin"]
 
 OPENAI_CHAT = "openai-chat"
 OPENAI_RESPONSES = "openai-responses"
@@ -59,6 +62,7 @@ _GEMINI_ACTIONS = {
 }
 
 _ROUTES: list[_Route] = [
+    _Route(re.compile(r"^/v1/(?P<admin>usage/(?:stats|recent))/?$"), "admin", OPENAI_CHAT, _GET),
     _Route(re.compile(r"^(?:/v1)?/chat/completions/?$"), "generate", OPENAI_CHAT, _POST),
     _Route(
         re.compile(r"^(?:/v1)?/responses/input_tokens/?$"), "count_tokens", OPENAI_RESPONSES, _POST

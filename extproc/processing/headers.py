@@ -16,6 +16,9 @@ CLIENT_CREDENTIAL_HEADERS = frozenset(
     {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"}
 )
 
+#: Envoy's count of the attempts of a request (``include_attempt_count_in_response``).
+ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
+
 #: Envoy's router adds this to every answer that came from an upstream (and
 #: never to its own local replies).
 UPSTREAM_MARK = "x-envoy-upstream-service-time"
@@ -23,7 +26,14 @@ UPSTREAM_MARK = "x-envoy-upstream-service-time"
 #: Provider response headers that describe the provider account, not the
 #: client's request; they are not passed on.
 RESPONSE_HEADERS_TO_STRIP = frozenset(
-    {"openai-organization", "openai-project", "anthropic-organization-id", "set-cookie"}
+    {
+        "openai-organization",
+        "openai-project",
+        "anthropic-organization-id",
+        "set-cookie",
+        # Envoy's count of attempts (for capture and metrics, not clients).
+        ATTEMPT_COUNT_HEADER,
+    }
 )
 
 

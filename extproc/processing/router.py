@@ -10,7 +10,11 @@ chunk by chunk for streams.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Iterable
+from hmac import compare_digest
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
@@ -21,11 +25,19 @@ from extproc.canonical.aggregate import aggregate_events, response_events
 from extproc.canonical.tokens import estimate_tokens
 from extproc.codecs import Codec, get_codec
 from extproc.codecs.base import RequestMeta, ResponseContext
-from extproc.errors import InvalidRequest, PayloadTooLarge, ProxyError
+from extproc.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ProxyError,
+)
+from extproc.observe.usage import handle_usage_query
 from extproc.pipeline import RequestContext
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.frontends import dialect_for, match_endpoint
 from extproc.processing.headers import (
+    ATTEMPT_COUNT_HEADER,
     CLIENT_CREDENTIAL_HEADERS,
     CLUSTER_HEADER,
     INTERNAL_PREFIX,
@@ -45,8 +57,11 @@ _envelope_encoder = msgspec.json.Encoder()
 
 
 class RouterProcessor:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, carrier: Iterable[tuple[str, str | bytes]] | None = None) -> None:
         self.app = app
+        self.telemetry = app.telemetry
+        #: gRPC metadata of the ext_proc stream (Envoy's trace context).
+        self._carrier = carrier
         self.ctx: RequestContext | None = None
         self.meta: RequestMeta | None = None
         self.kind = "generate"
@@ -59,11 +74,15 @@ class RouterProcessor:
         self._retry_after: str | None = None
         self._mode: str = "buffer"
         self._translator: StreamTranslator | None = None
+        self._translate_seconds = 0.0
+        self._translate_span: Any = None
         self._ended = False
 
     # -- request -------------------------------------------------------------
 
-    def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
+    def request_headers(
+        self, headers: dict[str, str], end_of_stream: bool
+    ) -> Action | Awaitable[Action]:
         method = headers.get(":method", "")
         raw_path = headers.get(":path", "/")
         path, _, query_string = raw_path.partition("?")
@@ -89,12 +108,16 @@ class RouterProcessor:
             )
             self.ctx = ctx = RequestContext(
                 request_id=headers.get("x-request-id", ""),
-                frontend=endpoint.protocol,
+                frontend="admin" if endpoint.kind == "admin" else endpoint.protocol,
                 method=method,
                 path=path,
                 headers=clean_headers,
                 client_key=key,
             )
+            self.telemetry.begin(ctx, headers, self._carrier)
+            if endpoint.kind == "admin":
+                # Before the pipeline: admin keys are not client keys.
+                return self._admin(endpoint.params["admin"], key, public_query)
             self.app.pipeline.request_headers(ctx, headers)
             if endpoint.kind == "list_models":
                 return self._json_reply(200, codec.encode_model_list(self.app.models))
@@ -122,22 +145,31 @@ class RouterProcessor:
             limit = self.app.config.limits.max_request_bytes
             if len(body) > limit:
                 raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            try:
-                data = _decoder.decode(body)
-            except msgspec.DecodeError:
-                raise InvalidRequest(
-                    "we could not parse the JSON body of your request; send valid JSON",
-                    code="invalid_json",
-                ) from None
-            if not isinstance(data, dict):
-                raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
-            if self.kind == "count_tokens":
-                counted = codec.decode_count_request(data, self.meta)
-                return self._json_reply(200, codec.encode_count_response(estimate_tokens(counted)))
-            request = codec.decode_request(data, self.meta)
+            telemetry = self.telemetry
+            with telemetry.phase(ctx, "decode"):
+                try:
+                    data = _decoder.decode(body)
+                except msgspec.DecodeError:
+                    raise InvalidRequest(
+                        "we could not parse the JSON body of your request; send valid JSON",
+                        code="invalid_json",
+                    ) from None
+                if not isinstance(data, dict):
+                    raise InvalidRequest(
+                        "the request body must be a JSON object", code="invalid_json"
+                    )
+                if self.kind == "count_tokens":
+                    counted = codec.decode_count_request(data, self.meta)
+                    return self._json_reply(
+                        200, codec.encode_count_response(estimate_tokens(counted))
+                    )
+                request = codec.decode_request(data, self.meta)
+            ctx.requested_model = request.model
             self.app.pipeline.request(ctx, request)
             self.request = request
-            set_headers, out = self._encode(ctx, request)
+            with telemetry.phase(ctx, "encode"):
+                set_headers, out = self._encode(ctx, request)
+            telemetry.request(ctx, request)
         except ProxyError as exc:
             return self._error_reply(exc)
         return Continue(set_headers=set_headers, body=out, clear_route_cache=True)
@@ -151,6 +183,10 @@ class RouterProcessor:
         plan = self.app.plans[route.cluster]
         endpoint = plan.endpoints[0]
         model = endpoint.model or route.model or request.model
+        ctx.model = model
+        if len(plan.endpoints) == 1:
+            # Every attempt (retries included) goes to this instance.
+            ctx.state["single_backend"] = endpoint.instance
         if plan.encoding == "router":
             # One possible host: encode for it here; the cluster has no
             # UPSTREAM role (see routing/topology.py).
@@ -170,6 +206,30 @@ class RouterProcessor:
         set_headers[CLUSTER_HEADER] = route.cluster
         return set_headers, out
 
+    def _admin(
+        self, name: str, key: str | None, query: dict[str, str]
+    ) -> Awaitable[Action] | Action:
+        """The proxy's own endpoints (``usage/stats``, ``usage/recent``)."""
+        admin_keys = self.app.admin_keys
+        if admin_keys and (key is None or not any(compare_digest(key, k) for k in admin_keys)):
+            raise AuthenticationFailed(
+                "this endpoint needs an admin key (admin_keys in the proxy config)",
+                code="invalid_admin_key",
+            )
+        recorder = self.telemetry.usage
+        if recorder is None:
+            raise NotFound(
+                "usage accounting is off; turn it on with 'usage: {enabled: true}' in the config",
+                code="usage_disabled",
+            )
+        path = f"/v1/{name}"
+
+        async def answer() -> Action:
+            status, body = await asyncio.to_thread(handle_usage_query, recorder, path, query)
+            return self._json_reply(status, _envelope_encoder.encode(body))
+
+        return answer()
+
     # -- response ------------------------------------------------------------
 
     def response_headers(
@@ -182,12 +242,24 @@ class RouterProcessor:
         except ValueError:
             self._status = 502
         self._retry_after = headers.get("retry-after")
-        schema = (host or {}).get("schema")
+        host = host or {}
+        schema = host.get("schema")
         # Envoy's router marks answers that came from an upstream; a local
         # reply (timeout, no healthy host, ...) lacks the mark even when a
         # host had been chosen.
         from_upstream = UPSTREAM_MARK in headers
         self._backend = get_codec(schema) if isinstance(schema, str) and from_upstream else None
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.status = codec.client_status(self._status)
+            ctx.from_provider = self._backend is not None
+            if ctx.route is not None:
+                ctx.attempts = _attempts(headers.get(ATTEMPT_COUNT_HEADER))
+                ctx.attempt_backends = self.app.attempt_log.pop(ctx.request_id)
+            if self._backend is not None:
+                ctx.backend = host.get("instance")
+                if host.get("model"):
+                    ctx.model = host["model"]
         remove = [
             h for h in headers if h in RESPONSE_HEADERS_TO_STRIP or h.startswith(INTERNAL_PREFIX)
         ]
@@ -197,17 +269,21 @@ class RouterProcessor:
         ctype = headers.get("content-type", "")
         streaming = self._status == 200 and ctype.startswith("text/event-stream")
         wants_stream = self.request is not None and self.request.stream
-        if streaming and wants_stream and self._backend is not None and self.ctx is not None:
+        if streaming and wants_stream and self._backend is not None and ctx is not None:
             request = self.request
             assert request is not None
             self._mode = "stream"
+            ctx.streamed = True
+            if ctx.span.recording:
+                self._translate_span = ctx.span.child("translate").__enter__()
             self._translator = StreamTranslator(
                 decoder=self._backend.stream_decoder(),
                 encoder=codec.stream_encoder(self._response_context()),
                 same_protocol=self._backend.name == codec.name,
                 pipeline=self.app.pipeline,
-                ctx=self.ctx,
+                ctx=ctx,
                 input_estimate=lambda: estimate_tokens(request),
+                collect_text=ctx.span.records_content,
             )
             return Continue(
                 set_headers={
@@ -223,13 +299,17 @@ class RouterProcessor:
             and not wants_stream
             and self._backend is not None
             and self._backend.name == codec.name
-            and not self.app.pipeline.inspects_response
+            and not self.app.needs_answer
         ):
-            # Same protocol, a complete answer, and no stage wants to see it:
-            # the body passes through Envoy unseen (one round trip fewer).
+            # Same protocol, a complete answer, and nothing wants to see it
+            # (no stage, no usage accounting): the body passes through Envoy
+            # unseen (one round trip fewer).
             self._end()
             return Continue(
-                set_headers=status_header, remove_headers=remove, response_body_mode="none"
+                set_headers=status_header,
+                remove_headers=remove,
+                response_body_mode="none",
+                dynamic_metadata=self._metadata(),
             )
         self._mode = "sse-to-json" if streaming else "buffer"
         if end_of_stream:
@@ -240,63 +320,115 @@ class RouterProcessor:
                 remove_headers=remove,
                 body=body,
                 replace=True,
+                dynamic_metadata=self._metadata(),
             )
         return Continue(set_headers=status_header, remove_headers=remove)
 
     def response_body(self, body: bytes, end_of_stream: bool) -> Action:
         if self._mode == "stream":
-            assert self._translator is not None
-            out = self._translator.feed(body)
+            translator = self._translator
+            assert translator is not None and self.ctx is not None
+            t0 = time.perf_counter()
+            out = translator.feed(body)
             if end_of_stream:
-                out += self._translator.finish()
-                self._end()
-            return Continue(body=out)
+                out += translator.finish()
+            self._translate_seconds += time.perf_counter() - t0
+            if out and self.ctx.first_output is None:
+                self.ctx.first_output = time.monotonic()
+            if not end_of_stream:
+                return Continue(body=out)
+            self._end()
+            return Continue(body=out, dynamic_metadata=self._metadata())
         new, extra = self._buffered(body)
+        metadata = self._metadata()
         if new is body:
-            return Continue()
-        return Continue(set_headers={**extra, "content-length": str(len(new))}, body=new)
+            return Continue(dynamic_metadata=metadata)
+        return Continue(
+            set_headers={**extra, "content-length": str(len(new))},
+            body=new,
+            dynamic_metadata=metadata,
+        )
+
+    def _stream_done(self, ctx: RequestContext, translator: StreamTranslator) -> None:
+        """What the stream reported (all of it, or as far as it got)."""
+        ctx.usage = translator.usage
+        ctx.finish_reason = translator.finish_reason
+        ctx.response_id = translator.response_id or None
+        ctx.response_model = translator.response_model or None
+        if translator.text is not None:
+            self.telemetry.output_text(ctx, "".join(translator.text))
+        self.telemetry.metrics.observe_stage("translate", self._translate_seconds)
+        if self._translate_span is not None:
+            self._translate_span.set_attribute("llm_proxy.stream.events", translator.events)
+            self._translate_span.set_attribute(
+                "llm_proxy.stream.cpu_ms", round(self._translate_seconds * 1000, 3)
+            )
+            self._translate_span.__exit__(None, None, None)
+            self._translate_span = None
+
+    def _metadata(self) -> dict[str, dict[str, Any]] | None:
+        """Usage and route facts for Envoy's access log (dynamic metadata ``llm``)."""
+        if not self.app.emit_metadata or self.ctx is None:
+            return None
+        return self.telemetry.dynamic_metadata(self.ctx)
 
     # -- helpers -------------------------------------------------------------
 
     def _buffered(self, body: bytes) -> tuple[bytes, dict[str, str]]:
         """A complete answer: translate it; return the body and headers to set."""
-        self._end()
+        try:
+            return self._translate_answer(body)
+        finally:
+            self._end()
+
+    def _translate_answer(self, body: bytes) -> tuple[bytes, dict[str, str]]:
         codec = self.codec
         assert codec is not None
         json_headers = {"content-type": "application/json"}
+        ctx = self.ctx
         if self._status >= 400 or self._status < 200:
             error = self._error_from_upstream(body)
+            if ctx is not None:
+                ctx.error_message = error.message
+                if self._backend is None:  # Envoy's own reply (no upstream answered)
+                    ctx.error_code = error.code
             if error.retry_after and self._retry_after is None:
                 # A hint only in the body (Gemini RetryInfo) becomes the header
                 # every client dialect understands.
                 json_headers["retry-after"] = error.retry_after
             return codec.encode_error(error), json_headers
         backend = self._backend
-        if backend is None or self.request is None or self.ctx is None:
+        if backend is None or self.request is None or ctx is None:
             error = CanonicalError(502, "the proxy received an answer it cannot attribute")
+            if ctx is not None:
+                ctx.error_code, ctx.error_message = "unattributed_answer", error.message
             return codec.encode_error(error), json_headers
-        try:
-            if self._mode == "sse-to-json":
-                decoder = backend.stream_decoder()
-                events = [e for _, evs in decoder.feed(body) + decoder.finish() for e in evs]
-                response = aggregate_events(events)
-                same = False
-            else:
-                response = backend.decode_response(body)
-                same = backend.name == codec.name
-        except ValueError as exc:
-            log.warning("request %s: undecodable provider answer: %s", self.ctx.request_id, exc)
-            error = CanonicalError(502, f"the provider sent an invalid answer: {exc}")
-            return codec.encode_error(error), json_headers
-        final = self.app.pipeline.response(self.ctx, response)
-        if self.request.stream:
-            # The client asked for a stream but the provider answered at once.
-            encoder = codec.stream_encoder(self._response_context())
-            out = encoder.encode(response_events(final)) + encoder.finish()
-            return out, {"content-type": codec.stream_content_type}
-        if same and final is response:
-            return body, {}
-        return codec.encode_response(final, self._response_context()), json_headers
+        with self.telemetry.phase(ctx, "translate"):
+            try:
+                if self._mode == "sse-to-json":
+                    decoder = backend.stream_decoder()
+                    events = [e for _, evs in decoder.feed(body) + decoder.finish() for e in evs]
+                    response = aggregate_events(events)
+                    same = False
+                else:
+                    response = backend.decode_response(body)
+                    same = backend.name == codec.name
+            except ValueError as exc:
+                log.warning("request %s: undecodable provider answer: %s", ctx.request_id, exc)
+                error = CanonicalError(502, f"the provider sent an invalid answer: {exc}")
+                ctx.status = 502
+                ctx.error_code, ctx.error_message = "invalid_provider_answer", error.message
+                return codec.encode_error(error), json_headers
+            self.telemetry.response(ctx, response)
+            final = self.app.pipeline.response(ctx, response)
+            if self.request.stream:
+                # The client asked for a stream but the provider answered at once.
+                encoder = codec.stream_encoder(self._response_context())
+                out = encoder.encode(response_events(final)) + encoder.finish()
+                return out, {"content-type": codec.stream_content_type}
+            if same and final is response:
+                return body, {}
+            return codec.encode_response(final, self._response_context()), json_headers
 
     def _response_context(self) -> ResponseContext:
         request, codec = self.request, self.codec
@@ -326,8 +458,12 @@ class RouterProcessor:
             type="server_error",
             code="internal_error",
         )
+        if self.ctx is not None:
+            self.ctx.error_code, self.ctx.error_message = "internal_error", error.message
         if kind == "response_body" and self._mode == "stream" and self._translator is not None:
             return Continue(body=self._translator.error(error))
+        if self.ctx is not None:
+            self.ctx.status = 500
         codec = self.codec or get_codec(self._dialect)
         self._end()
         return Reply(
@@ -335,6 +471,7 @@ class RouterProcessor:
             body=codec.encode_error(error),
             headers={"content-type": "application/json"},
             details="llm_proxy_internal_error",
+            dynamic_metadata=self._metadata(),
         )
 
     def _error_reply(self, exc: ProxyError) -> Reply:
@@ -346,26 +483,49 @@ class RouterProcessor:
             code=exc.code,
             param=exc.param,
         )
+        if self.ctx is not None:
+            self.ctx.status = exc.status
+            self.ctx.error_code, self.ctx.error_message = exc.code, exc.message
         self._end()
         return Reply(
             status=exc.status,
             body=codec.encode_error(error),
             headers={"content-type": "application/json", **exc.headers},
             details=f"llm_proxy_{exc.code}",
+            dynamic_metadata=self._metadata(),
         )
 
     def _json_reply(self, status: int, body: bytes) -> Reply:
+        if self.ctx is not None:
+            self.ctx.status = status
         self._end()
-        return Reply(status=status, body=body, headers={"content-type": "application/json"})
+        return Reply(
+            status=status,
+            body=body,
+            headers={"content-type": "application/json"},
+            dynamic_metadata=self._metadata(),
+        )
 
     def _end(self) -> None:
         if not self._ended and self.ctx is not None:
             self._ended = True
-            self.app.pipeline.end(self.ctx)
+            try:
+                if self._translator is not None:
+                    self._stream_done(self.ctx, self._translator)
+                self.app.pipeline.end(self.ctx)
+            finally:
+                self.telemetry.finish(self.ctx)
 
     def close(self) -> None:
         """The gRPC stream ended (normally or not)."""
         self._end()
+
+
+def _attempts(value: str | None) -> int:
+    try:
+        return max(1, int(value or 1))
+    except ValueError:
+        return 1
 
 
 _LOCAL_REPLIES = {

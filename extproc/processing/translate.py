@@ -20,6 +20,7 @@ from extproc.canonical import (
     ReasoningDelta,
     StreamEnd,
     StreamEvent,
+    StreamStart,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -38,7 +39,11 @@ class StreamTranslator:
         "_output_bytes",
         "_pipeline",
         "_same",
+        "events",
         "finish_reason",
+        "response_id",
+        "response_model",
+        "text",
         "usage",
     )
 
@@ -50,6 +55,7 @@ class StreamTranslator:
         pipeline: Pipeline,
         ctx: RequestContext,
         input_estimate: Callable[[], int] = lambda: 0,
+        collect_text: bool = False,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
@@ -60,6 +66,12 @@ class StreamTranslator:
         self._output_bytes = 0
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.response_id = ""
+        self.response_model = ""
+        #: Wire events decoded from the provider.
+        self.events = 0
+        #: The answer's text, kept only when asked (content recording).
+        self.text: list[str] | None = [] if collect_text else None
 
     def feed(self, chunk: bytes) -> bytes:
         return self._translate(self._decoder.feed(chunk))
@@ -85,6 +97,7 @@ class StreamTranslator:
             return b""
         out: list[bytes] = []
         encoder = self._encoder
+        self.events += len(decoded)
         for raw, events in decoded:
             if self._pipeline is not None:
                 changed = self._pipeline.stream_events(self._ctx, events)
@@ -93,12 +106,17 @@ class StreamTranslator:
             for event in changed:
                 if isinstance(event, TextDelta | ReasoningDelta):
                     self._output_bytes += len(event.text.encode())
+                    if self.text is not None and isinstance(event, TextDelta):
+                        self.text.append(event.text)
                 elif isinstance(event, ToolCallDelta):
                     self._output_bytes += len(event.arguments.encode())
                 elif isinstance(event, UsageReport):
                     self.usage = event.usage
                 elif isinstance(event, Finish):
                     self.finish_reason = event.reason
+                elif isinstance(event, StreamStart):
+                    self.response_id = event.id
+                    self.response_model = event.model
                 elif isinstance(event, StreamEnd) and self.usage is None:
                     if self.finish_reason is not None:
                         at = changed.index(event)

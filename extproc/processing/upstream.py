@@ -48,6 +48,7 @@ class UpstreamProcessor:
         # Envoy gives every attempt of a request the same header map: remove
         # what the client sent and what an earlier attempt set for another
         # host, then set this host's credential.
+        self.app.attempt_log.add(headers.get("x-request-id", ""), backend.instance)
         own = backend.host_headers()
         stale = self.app.backend_header_names
         remove = [

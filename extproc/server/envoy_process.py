@@ -79,6 +79,9 @@ class EnvoyProcess:
             self.log_level,
             # Several proxies (and test runs) may share a machine.
             "--disable-hot-restart",
+            # Access-log lines reach stdout within a second (Envoy's default: 10 s).
+            "--file-flush-interval-msec",
+            "1000",
         ]
         if self.concurrency:
             args += ["--concurrency", str(self.concurrency)]

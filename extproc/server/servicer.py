@@ -101,6 +101,8 @@ def to_response(kind: str, action: Action) -> Any:
         immediate.body = action.body
         immediate.details = action.details or "llm_proxy"
         _mutation(immediate.headers, action.headers, [])
+        if action.dynamic_metadata:
+            response.dynamic_metadata.update(action.dynamic_metadata)
         return response
     assert isinstance(action, Continue)
     if kind.endswith("_trailers"):
@@ -146,7 +148,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 kind = request.WhichOneof("request")
                 if processor is None:
                     host = host_metadata(request)
-                    processor = self.app.upstream(host) if host is not None else self.app.router()
+                    processor = (
+                        self.app.upstream(host)
+                        if host is not None
+                        else self.app.router(context.invocation_metadata())
+                    )
                 try:
                     action = _dispatch(processor, kind, request)
                     if not isinstance(action, Continue | Reply):

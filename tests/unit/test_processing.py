@@ -296,7 +296,9 @@ def test_truncated_stream_ends_with_an_error_event(app: App) -> None:
     assert last["error"]["code"] == "upstream_stream_truncated"
 
 
-def test_same_protocol_answer_skips_the_processor_when_no_stage_needs_it(app: App) -> None:
+def test_same_protocol_answer_skips_the_processor_when_nothing_needs_it() -> None:
+    app = App(build_config({**CONFIG, "metrics": {"enabled": False}}))
+    assert not app.needs_answer
     router, _ = routed(app, body())
     action = router.response_headers(
         {
@@ -507,3 +509,47 @@ def test_missing_provider_usage_is_estimated_for_the_client() -> None:
     delta = next(e for e in events if e["type"] == "message_delta")
     assert start["message"]["usage"]["input_tokens"] > 0
     assert delta["usage"]["output_tokens"] == (len(b"Hi") + 3) // 4
+
+
+def test_answers_are_read_when_metrics_count_tokens(app: App) -> None:
+    """Token metrics need the answer: the unseen pass-through is off, and the
+    request context ends up with what the answer reported."""
+    assert app.needs_answer
+    router, _ = routed(app, body())
+    action = router.response_headers(
+        {":status": "200", **FROM_UPSTREAM, "content-type": "application/json"}, False, HOST_A
+    )
+    assert isinstance(action, Continue) and action.response_body_mode is None
+    answer = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hey"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+    }
+    raw = json.dumps(answer).encode()
+    action = router.response_body(raw, True)
+    assert isinstance(action, Continue) and action.body is None  # same protocol: unchanged
+    ctx = router.ctx
+    assert ctx is not None
+    assert (ctx.status, ctx.backend, ctx.finish_reason) == (200, "openai", "stop")
+    assert ctx.usage is not None and (ctx.usage.input_tokens, ctx.usage.output_tokens) == (7, 2)
+    assert (ctx.response_id, ctx.response_model) == ("chatcmpl-1", "gpt-4o-2024-08-06")
+    assert ctx.requested_model == "gpt-4o" and ctx.finished is not None
+
+
+def test_proxy_errors_are_recorded_on_the_context(app: App) -> None:
+    router = app.router()
+    router.request_headers(HEADERS, False)
+    action = router.request_body(b"{not json", True)
+    assert isinstance(action, Reply) and action.status == 400
+    ctx = router.ctx
+    assert ctx is not None and (ctx.status, ctx.error_code) == (400, "invalid_json")
+    assert ctx.finished is not None
