@@ -298,7 +298,8 @@ _INT_STATS: Final = frozenset(
 def _common_aggregates() -> list[str]:
     return [
         "COUNT(*)",
-        "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)",
+        # A stream that failed after its 200 (error event, cut) is an error too.
+        "SUM(CASE WHEN status >= 400 OR error_code IS NOT NULL THEN 1 ELSE 0 END)",
         "SUM(input_tokens)",
         "SUM(output_tokens)",
         "SUM(cached_input_tokens)",

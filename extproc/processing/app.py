@@ -130,7 +130,7 @@ class App:
         self.resolver = Resolver(config, self.plans)
         self.pipeline = build_pipeline(config, self.resolver, self.telemetry)
         #: Keys for the proxy's admin endpoints; empty: open (single-user mode).
-        self.admin_keys = tuple(k.get_secret_value() for k in config.admin_keys)
+        self.admin_keys = tuple(k.get_secret_value().encode() for k in config.admin_keys)
         #: Usage goes to Envoy's dynamic metadata (``llm``) for access logs.
         self.emit_metadata = config.usage.enabled or config.envoy.access_log
         self.backends = build_backends(config)

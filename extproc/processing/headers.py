@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
 #: Internal headers between Envoy and the two roles; never trusted from a
 #: client (removed on arrival) and never sent to a provider or a client.
@@ -35,6 +36,14 @@ RESPONSE_HEADERS_TO_STRIP = frozenset(
         ATTEMPT_COUNT_HEADER,
     }
 )
+
+
+def query_key(path: str) -> str | None:
+    """The ``key`` query parameter of a request path, decoded (Gemini clients send theirs there)."""
+    _, _, query = path.partition("?")
+    if "key=" not in query:
+        return None
+    return dict(parse_qsl(query, keep_blank_values=True)).get("key") or None
 
 
 def client_key(headers: Mapping[str, str]) -> str | None:

@@ -24,10 +24,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import parse_qsl
 
 from extproc.pipeline.context import key_id
-from extproc.processing.headers import client_key
+from extproc.processing.headers import client_key, query_key
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +75,6 @@ class AttemptCounter:
         while len(self._seen) > self.limit:
             self._seen.popitem(last=False)
         return attempt
-
-
-def _query_key(path: str) -> str | None:
-    """The ``key`` query parameter of a request path (Gemini clients may send theirs there)."""
-    _, _, query = path.partition("?")
-    if "key=" not in query:
-        return None
-    return dict(parse_qsl(query, keep_blank_values=True)).get("key") or None
 
 
 #: Header names whose values identify a session, in order of preference.
@@ -141,7 +132,7 @@ class ObserverProcessor:
         self._session = next((headers[h] for h in SESSION_HEADERS if h in headers), None)
         if self._side == "client":
             # As the ROUTER role reads it: a header, else a Gemini client's ``?key=``.
-            key = client_key(headers) or _query_key(headers.get(":path", ""))
+            key = client_key(headers) or query_key(headers.get(":path", ""))
             self._key_id = key_id(key) if key else None
         else:
             self._attempt = self._attempts.next(self._request_id)

@@ -211,7 +211,9 @@ class RouterProcessor:
     ) -> Awaitable[Action] | Action:
         """The proxy's own endpoints (``usage/stats``, ``usage/recent``)."""
         admin_keys = self.app.admin_keys
-        if admin_keys and (key is None or not any(compare_digest(key, k) for k in admin_keys)):
+        presented = (key or "").encode("utf-8", "surrogateescape")
+        admitted = key is not None and any(compare_digest(presented, k) for k in admin_keys)
+        if admin_keys and not admitted:
             raise AuthenticationFailed(
                 "this endpoint needs an admin key (admin_keys in the proxy config)",
                 code="invalid_admin_key",
@@ -355,6 +357,11 @@ class RouterProcessor:
         ctx.finish_reason = translator.finish_reason
         ctx.response_id = translator.response_id or None
         ctx.response_model = translator.response_model or None
+        failure = translator.failure
+        if failure is not None and ctx.error_code is None:
+            # The client had its 200; the answer still failed (error event, cut stream).
+            ctx.error_code = failure.code or "upstream_stream_error"
+            ctx.error_message = failure.message
         if translator.text is not None:
             self.telemetry.output_text(ctx, "".join(translator.text))
         self.telemetry.metrics.observe_stage("translate", self._translate_seconds)

@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 from extproc.observe.capture import RECORD_FIELDS
 from extproc.pipeline.context import key_id
 from extproc.processing.actions import Action, Continue, Reply
-from extproc.processing.headers import ATTEMPT_COUNT_HEADER, INTERNAL_PREFIX, client_key
+from extproc.processing.headers import (
+    ATTEMPT_COUNT_HEADER,
+    INTERNAL_PREFIX,
+    client_key,
+    query_key,
+)
 from extproc.processing.observer import SESSION_HEADERS, AttemptCounter, CaptureSink
 from extproc.processing.router import RouterProcessor
 from extproc.processing.upstream import UpstreamProcessor
@@ -76,7 +81,7 @@ class ExchangeTap:
         self._pending: list[tuple[Any, ...]] = []
         self._request_id = headers.get("x-request-id", "")
         self._session = next((headers[h] for h in SESSION_HEADERS if h in headers), None)
-        key = client_key(headers) or _query_key(headers.get(":path", ""))
+        key = client_key(headers) or query_key(headers.get(":path", ""))
         self._key_id = key_id(key) if key else None
 
     def headers(
@@ -141,16 +146,6 @@ class ExchangeTap:
             # Each answer chunk sent (and the end): a stalled stream is on disk
             # as far as it got.
             self.flush()
-
-
-def _query_key(path: str) -> str | None:
-    """A Gemini client's ``?key=`` (the id of it is recorded, never the key)."""
-    _, _, query = path.partition("?")
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name == "key" and value:
-            return value
-    return None
 
 
 class CapturingRouter(RouterProcessor):

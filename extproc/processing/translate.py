@@ -19,6 +19,7 @@ from extproc.canonical import (
     Finish,
     ReasoningDelta,
     StreamEnd,
+    StreamError,
     StreamEvent,
     StreamStart,
     TextDelta,
@@ -40,6 +41,7 @@ class StreamTranslator:
         "_pipeline",
         "_same",
         "events",
+        "failure",
         "finish_reason",
         "response_id",
         "response_model",
@@ -66,6 +68,8 @@ class StreamTranslator:
         self._output_bytes = 0
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        #: The provider's error event, or the cut the stream ended with.
+        self.failure: CanonicalError | None = None
         self.response_id = ""
         self.response_model = ""
         #: Wire events decoded from the provider.
@@ -78,6 +82,13 @@ class StreamTranslator:
 
     def finish(self) -> bytes:
         tail = self._translate(self._decoder.finish())
+        if self.failure is None and self.finish_reason is None:
+            # No finish reason: the encoder ends the client's stream with an error.
+            self.failure = CanonicalError(
+                502,
+                "the provider's stream ended before the answer was complete",
+                code="upstream_stream_truncated",
+            )
         if self.usage is None and self.finish_reason is not None:
             tail += self._encoder.encode([self._estimated_usage()])
         return tail + self._encoder.finish()
@@ -117,6 +128,8 @@ class StreamTranslator:
                 elif isinstance(event, StreamStart):
                     self.response_id = event.id
                     self.response_model = event.model
+                elif isinstance(event, StreamError):
+                    self.failure = event.error
                 elif isinstance(event, StreamEnd) and self.usage is None:
                     if self.finish_reason is not None:
                         at = changed.index(event)

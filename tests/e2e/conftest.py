@@ -13,6 +13,7 @@ from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import PROVIDER_KEY, ProxyProcess, fast_health, proxy_config, running_proxy
+from tests.observe.postgres import usage_postgres_dsn  # noqa: F401 (a shared session fixture)
 
 
 def _fake(name: str) -> Iterator[FakeOpenAI]:

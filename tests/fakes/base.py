@@ -11,7 +11,8 @@ defaults. What they share lives here:
   by ``transfer-encoding: chunked``, ``TCP_NODELAY`` on every accepted socket; non-streaming
   answers with ``content-length``, streams with ``transfer-encoding: chunked`` and one event per
   HTTP chunk, drained immediately;
-* request recording (:class:`RecordedRequest`), the counters, ``chat_requests()``;
+* request recording (:class:`RecordedRequest`), the counters, ``chat_requests()``, and the
+  answers as sent (:class:`SentResponse`, ``sent_responses``, ``chat_sent_responses()``);
 * the queue of scripted answers (``queue_response()`` of each fake, ``clear_responses()``);
 * ``start()``/``stop()``, the context manager, ``port`` and ``base_url``;
 * the fault knobs, the JSON control API and the command line described below.
@@ -58,7 +59,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -146,6 +147,30 @@ class RecordedRequest:
     body: bytes
     json: Any  # the parsed body, or None when it is empty or not JSON
     received_at: float  # time.monotonic()
+
+
+@dataclass(slots=True, eq=False)
+class SentResponse:
+    """One answer as the fake sent it, filled in as it goes out (a stream grows chunk by chunk).
+
+    ``chunks`` are the body bytes without the HTTP framing: the whole body of a JSON answer, or
+    one piece per HTTP chunk (one event) of a stream. Each piece is recorded just before it is
+    written, so whatever a client has received is already here.
+    """
+
+    request: RecordedRequest
+    #: None until the response head is written (and for ``reset``: no answer at all).
+    status: int | None = None
+    #: The raw response head (status line and headers, ending with the blank line).
+    head: bytes = b""
+    chunks: list[bytes] = field(default_factory=list)
+    #: The whole body was written (a stream: its last chunk; a stall or a gone client: False).
+    complete: bool = False
+
+    @property
+    def body(self) -> bytes:
+        """The body bytes sent so far, unframed."""
+        return b"".join(self.chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +428,7 @@ class Exchange:
         "reader",
         "request",
         "request_id",
+        "sent",
         "started",
         "writer",
     )
@@ -415,7 +441,9 @@ class Exchange:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         request_id: str,
+        recorded: RecordedRequest | None = None,
     ) -> None:
+        """``recorded`` is the request's record, when it was recorded."""
         self._fake = fake
         self._query: dict[str, str] | None = None
         self.request = request
@@ -425,6 +453,18 @@ class Exchange:
         self.request_id = request_id
         self.keep_alive = request.keep_alive
         self.started = time.perf_counter()
+        if recorded is None:
+            recorded = RecordedRequest(
+                request.method,
+                request.path,
+                request.query,
+                request.headers,
+                request.body,
+                payload,
+                time.monotonic(),
+            )
+        #: What this exchange sent, as it goes out.
+        self.sent = SentResponse(recorded)
 
     @property
     def query(self) -> dict[str, str]:
@@ -450,7 +490,11 @@ class Exchange:
         self, status: int, body: bytes, extra: Iterable[tuple[str, str]] = ()
     ) -> bool:
         """Send a JSON answer; True when the connection stays open for another request."""
-        self.writer.write(self.head(status, self._fake._json_type, len(body), extra) + body)
+        head = self.head(status, self._fake._json_type, len(body), extra)
+        self.sent.status, self.sent.head = status, head
+        self.sent.chunks.append(body)
+        self.sent.complete = True
+        self.writer.write(head + body)
         await self.writer.drain()
         return self.keep_alive
 
@@ -554,6 +598,7 @@ class FakeUpstream(ABC, Generic[ScriptT]):
         self._chat_path = ""  # the answering endpoint, for the default ``_is_chat``
         self._lock = threading.Lock()
         self._recorded: deque[RecordedRequest] = deque(maxlen=max_recorded)
+        self._sent: deque[SentResponse] = deque(maxlen=max_recorded)
         self._request_count = 0
         self._chat_count = 0
         self._accepted = 0
@@ -636,8 +681,21 @@ class FakeUpstream(ABC, Generic[ScriptT]):
         return [r for r in self.requests if self._is_chat(r.method, r.path)]
 
     def clear_requests(self) -> None:
+        """Forget the recorded requests and the answers sent to them."""
         with self._lock:
             self._recorded.clear()
+            self._sent.clear()
+
+    @property
+    def sent_responses(self) -> list[SentResponse]:
+        """The answers as sent, oldest first, one per recorded request (health checks included);
+        a stream still being sent keeps growing."""
+        with self._lock:
+            return list(self._sent)
+
+    def chat_sent_responses(self) -> list[SentResponse]:
+        """The answers sent to requests to the answering endpoint."""
+        return [s for s in self.sent_responses if self._is_chat(s.request.method, s.request.path)]
 
     @property
     def request_count(self) -> int:
@@ -897,8 +955,12 @@ class FakeUpstream(ABC, Generic[ScriptT]):
         if request is None:
             return False
         payload = _parse_json(request.body)
-        is_chat = self._record(request, payload)
-        exchange = Exchange(self, request, payload, reader, writer, self._next_request_id())
+        recorded, is_chat = self._record_request(request, payload)
+        exchange = Exchange(
+            self, request, payload, reader, writer, self._next_request_id(), recorded
+        )
+        with self._lock:
+            self._sent.append(exchange.sent)
         faults = self._faults.take(_REQUEST_KNOBS, is_chat=is_chat)
         if faults.get("reset"):
             _abort_with_rst(writer)
@@ -911,6 +973,11 @@ class FakeUpstream(ABC, Generic[ScriptT]):
         return await self._dispatch(exchange)
 
     def _record(self, request: HttpRequest, payload: Any) -> bool:
+        """Record ``request``; True when it went to the answering endpoint."""
+        return self._record_request(request, payload)[1]
+
+    def _record_request(self, request: HttpRequest, payload: Any) -> tuple[RecordedRequest, bool]:
+        """Record ``request``: its record, and whether it went to the answering endpoint."""
         is_chat = self._is_chat(request.method, request.path)
         record = RecordedRequest(
             request.method,
@@ -927,7 +994,7 @@ class FakeUpstream(ABC, Generic[ScriptT]):
             self._chat_count += is_chat
         if self.log_requests:
             print(f"[{self.name}] {request.method} {request.path}", file=sys.stderr, flush=True)
-        return is_chat
+        return record, is_chat
 
     async def _dispatch(self, exchange: Exchange) -> bool:
         request = exchange.request
@@ -965,9 +1032,13 @@ class FakeUpstream(ABC, Generic[ScriptT]):
         gap: float = faults.get("chunk_delay", 0.0)
         writer = exchange.writer
         pending = exchange.head(200, content_type, None)
+        sent = exchange.sent
+        sent.status, sent.head = 200, pending
         for index, event in enumerate(events):
             if index == error_at:
                 error = failure(index) if callable(failure) else failure
+                sent.chunks.append(error)
+                sent.complete = True
                 writer.write(pending + chunk(error) + LAST_CHUNK)
                 await writer.drain()
                 return False
@@ -979,6 +1050,8 @@ class FakeUpstream(ABC, Generic[ScriptT]):
                     return False
             if index and gap:
                 await asyncio.sleep(gap)
+            sent.chunks.append(event)
+            sent.complete = index == last
             writer.write(pending + chunk(event) + (LAST_CHUNK if index == last else b""))
             pending = b""
             await writer.drain()

@@ -611,6 +611,59 @@ def test_chunk_delay_spaces_the_events(fake: FakeOpenAI, raw: RawConnection) -> 
 
 
 # --------------------------------------------------------------------------------------------
+# What the fake sent
+
+
+def test_sent_json_answer_is_the_bytes_the_client_received(
+    fake: FakeOpenAI, raw: RawConnection
+) -> None:
+    raw.send_json("/v1/chat/completions", CHAT_BODY)
+    head = raw.read_until(b"\r\n\r\n")
+    body = raw.read_exact(int(head.split(b"content-length: ")[1].split(b"\r\n")[0]))
+    [sent] = fake.chat_sent_responses()
+    assert sent.request is fake.chat_requests()[0]
+    assert (sent.status, sent.complete) == (200, True)
+    assert sent.head == head
+    assert sent.chunks == [body] and sent.body == body
+    assert json.loads(body)["choices"][0]["message"]["content"] == "alpha says hello to gpt-4o-mini"
+
+
+def test_sent_stream_has_one_piece_per_http_chunk(fake: FakeOpenAI, raw: RawConnection) -> None:
+    raw.send_json("/v1/chat/completions", {**CHAT_BODY, "stream": True})
+    response = raw.read_response()
+    [sent] = fake.sent_responses
+    assert response.chunks is not None and len(response.chunks) > 3
+    assert sent.chunks == response.chunks and sent.body == response.body
+    assert sent.status == 200 and sent.complete
+
+
+def test_sent_errors_stalls_and_resets(fake: FakeOpenAI, raw: RawConnection) -> None:
+    fake.set_fault(status=503, count=1)
+    raw.send_json("/v1/chat/completions", CHAT_BODY)
+    error = raw.read_response()
+    fake.set_fault(stall_after=2, count=1)
+    _start_stream(raw)
+    first = [raw.read_chunk(), raw.read_chunk()]
+    raw.assert_silent(raw.read_chunk, 0.1)
+    failed, stalled = fake.sent_responses
+    assert (failed.status, failed.body, failed.complete) == (503, error.body, True)
+    assert stalled.chunks == first and not stalled.complete  # the stall holds the rest back
+    fake.clear_faults()
+    rest = raw.read_chunks()
+    wait_until(lambda: stalled.complete)
+    assert stalled.chunks == first + rest
+    fake.set_fault(reset=True, count=1)
+    with RawConnection(fake.port) as other:
+        other.send_json("/v1/chat/completions", CHAT_BODY)
+        with pytest.raises(ConnectionResetError):
+            other.read_head()
+    reset = fake.sent_responses[-1]
+    assert (reset.status, reset.chunks, reset.complete) == (None, [], False)
+    fake.clear_requests()
+    assert fake.sent_responses == [] and fake.requests == []
+
+
+# --------------------------------------------------------------------------------------------
 # Lifecycle, concurrency and the command line
 
 

@@ -116,7 +116,7 @@ def expected_stats(records: Sequence[UsageRecord]) -> dict[str, Any]:
     ttfts = [r.ttft_ms for r in records if r.ttft_ms is not None]
     return {
         "requests": len(records),
-        "errors": sum(1 for r in records if r.status >= 400),
+        "errors": sum(1 for r in records if r.status >= 400 or r.error_code is not None),
         "input_tokens": sum(r.input_tokens for r in records),
         "output_tokens": sum(r.output_tokens for r in records),
         "cached_input_tokens": sum(r.cached_input_tokens for r in records),
@@ -1207,3 +1207,9 @@ def test_cost_of_canonical_usage() -> None:
     assert table.cost_of("openai.1", "gpt-4o-mini-x", usage) == pytest.approx(0.1 + 0.04)
     assert table.cost_of("openai", "mystery", usage) is None
     assert table.cost_of("openai", None, usage) is None
+
+
+def test_a_stream_that_failed_after_its_200_counts_as_an_error(store: UsageStore) -> None:
+    store.add_many([rec(0), rec(1, error_code="upstream_stream_truncated"), rec(2, status=429)])
+    [totals] = store.stats(UsageFilters())
+    assert (totals["requests"], totals["errors"]) == (3, 2)
