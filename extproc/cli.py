@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(config: Config, *, with_envoy: bool) -> int:
     from extproc.envoy_config import build_bootstrap, render
+    from extproc.observe.capture_feed import CaptureFeed
     from extproc.processing import App
     from extproc.server import start_grpc_server
     from extproc.server.capture_process import CaptureProcess, CaptureProcessError
@@ -136,16 +137,21 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
         log.error("%s", exc)
         observability.close()
         return 1
-    if observability.capture_writer is not None:
-        app.capture_sink = observability.capture_writer
     capture: CaptureProcess | None = None
     supervisor: asyncio.Task[None] | None = None
-    if config.capture.enabled and config.capture.observers:
-        capture = CaptureProcess(config)
+    if config.capture.enabled:
+        feed = None
+        if not config.capture.observers:
+            # The roles record; the capture process encodes and writes.
+            feed = CaptureFeed(config.capture.queue_size)
+            app.capture_sink = feed
+        capture = CaptureProcess(config, feed)
         try:
             await capture.start()
         except CaptureProcessError as exc:
             log.error("%s", exc)
+            if feed is not None:
+                feed.close()
             await server.stop(grace=0)
             observability.close()
             return 1
@@ -211,17 +217,14 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
 class _Observability:
     """The background parts of observability in this process: metrics server, usage writer."""
 
-    def __init__(self, telemetry: Any, capture_writer: Any = None) -> None:
+    def __init__(self, telemetry: Any) -> None:
         self.telemetry = telemetry
-        #: The capture writer of the default capture mode (records from this process).
-        self.capture_writer = capture_writer
 
     @classmethod
     def start(cls, config: Config) -> _Observability:
         from extproc.observe.telemetry import Telemetry
 
         telemetry = Telemetry.from_config(config)
-        writer = None
         try:
             metrics = telemetry.metrics
             if config.metrics.enabled:
@@ -240,16 +243,6 @@ class _Observability:
                 )
                 log.info("usage accounting to %s", _safe_url(config.usage.database))
             if config.capture.enabled:
-                if not config.capture.observers:
-                    from extproc.observe.capture import CaptureWriter
-
-                    writer = CaptureWriter(config.capture)
-                    capture = writer
-                    metrics.watch_queue(
-                        "capture",
-                        depth=lambda: capture.queue_depth,
-                        dropped=lambda: capture.dropped,
-                    )
                 log.info(
                     "capturing wire traffic to %s (%s)",
                     Path(config.capture.directory).resolve(),
@@ -263,11 +256,9 @@ class _Observability:
                     else " (no otlp_endpoint: spans are not exported)",
                 )
         except BaseException:
-            if writer is not None:
-                writer.close()
             telemetry.close()
             raise
-        return cls(telemetry, writer)
+        return cls(telemetry)
 
     def watch_capture(self, capture: Any) -> None:
         """The capture process's queue in this process's metrics."""
@@ -276,8 +267,6 @@ class _Observability:
         )
 
     def close(self) -> None:
-        if self.capture_writer is not None:
-            self.capture_writer.close()
         self.telemetry.close()
 
 

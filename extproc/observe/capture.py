@@ -226,13 +226,25 @@ def mask_headers(headers: Iterable[tuple[str, HeaderValue]]) -> list[tuple[str, 
     """
     out: list[tuple[str, bytes]] = []
     for name, value in headers:
-        raw = _as_bytes(value)
-        if is_credential_header(name):
+        raw = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+        treatment = _treatment(name)
+        if treatment == _CREDENTIAL:
             raw = _mask_value(raw.decode("latin-1")).encode("latin-1")
-        elif name.lower() in _URL_HEADERS and b"=" in raw:
+        elif treatment == _URL and b"=" in raw:
             raw = mask_query(raw.decode("latin-1")).encode("latin-1")
         out.append((name, raw))
     return out
+
+
+_PLAIN, _CREDENTIAL, _URL = 0, 1, 2
+
+
+@functools.lru_cache(maxsize=4096)
+def _treatment(name: str) -> int:
+    """What masking a header of this name needs (names repeat: cached)."""
+    if is_credential_header(name):
+        return _CREDENTIAL
+    return _URL if name.lower() in _URL_HEADERS else _PLAIN
 
 
 # --------------------------------------------------------------------------------------------

@@ -142,9 +142,11 @@ class ExchangeTap:
                 notes,
             )
         )
-        if (leg == "client_response" and kind != "headers") or len(pending) >= FLUSH_RECORDS:
-            # Each answer chunk sent (and the end): a stalled stream is on disk
-            # as far as it got.
+        if leg == "client_response" and (kind == "end" or (kind == "body" and not eos)):
+            # The end, and each chunk of a stream sent on: a stalled stream is
+            # on disk as far as it got.
+            self.flush()
+        elif len(pending) >= FLUSH_RECORDS:
             self.flush()
 
 

@@ -1,19 +1,23 @@
-"""The capture process: the observer roles, served beside the request path.
+"""The capture process: encoding and writing capture files beside the request path.
 
-Wire capture receives every header and body chunk of both legs of every
-request. Handling those ext_proc streams in the process that serves the ROUTER
-role would put their CPU time on the request path (one interpreter, one
-GIL); the bench measured it at most of a millisecond per request. So capture
-runs in a child process of its own, with its own gRPC server on
-``capture.grpc_port`` and the :class:`~extproc.observe.capture.CaptureWriter`;
-Envoy's observer filters (observability mode, ``failure_mode_allow``) send
-there and never wait for it.
+Capture records are Python work (masking, CBOR encoding, file writes). In the
+process that serves the ROUTER role that work holds the interpreter (the GIL)
+the request path needs; bench/ section 8 measured it. So a child process of
+its own owns the :class:`~extproc.observe.capture.CaptureWriter`, fed two ways:
 
-The parent supervises the child: it waits until the child serves, restarts it
-if it dies (traffic goes on meanwhile, uncaptured, and the gap is logged), and
-stops it after Envoy so the last records are flushed. The child exits on its
-own when the parent disappears (even after ``kill -9``). Queue depth and drop
-counts reach the parent's metrics through shared memory.
+* default mode: the ROUTER and UPSTREAM roles pickle their records into a
+  :class:`~extproc.observe.capture_feed.CaptureFeed`, which sends them
+  through a pipe;
+* ``capture.observers``: Envoy's observer filters (observability mode,
+  ``failure_mode_allow``) stream every message to the child's own gRPC
+  server on ``capture.grpc_port``.
+
+The parent supervises the child: it waits until the child is ready, restarts
+it if it dies (traffic goes on meanwhile, uncaptured, and the gap is logged
+and counted), and stops it last so the final records are written. The child
+exits by itself when its parent disappears (even after ``kill -9``), after
+writing what it has. Queue depth and counts reach the parent's metrics through
+shared memory.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Event as EventType
 
     from extproc.config import Config
+    from extproc.observe.capture_feed import CaptureFeed
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,12 @@ class CaptureProcessError(RuntimeError):
 class CaptureProcess:
     """Starts, supervises and stops the capture child process."""
 
-    def __init__(self, config: Config, *, start_timeout: float = 20.0) -> None:
+    def __init__(
+        self, config: Config, feed: CaptureFeed | None = None, *, start_timeout: float = 20.0
+    ) -> None:
         self.config = config
+        #: The roles' records come through this feed (default mode); None: observers only.
+        self.feed = feed
         self.start_timeout = start_timeout
         self._ctx = multiprocessing.get_context("spawn")
         self._counters: Any = self._ctx.Array("q", 3, lock=False)
@@ -65,11 +76,13 @@ class CaptureProcess:
 
     @property
     def queue_depth(self) -> int:
-        return int(self._counters[_DEPTH])
+        waiting = self.feed.queue_depth if self.feed is not None else 0
+        return waiting + int(self._counters[_DEPTH])
 
     @property
     def dropped(self) -> int:
-        return self._dropped_before + int(self._counters[_DROPPED])
+        lost = self.feed.dropped if self.feed is not None else 0
+        return lost + self._dropped_before + int(self._counters[_DROPPED])
 
     @property
     def written(self) -> int:
@@ -82,36 +95,49 @@ class CaptureProcess:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the child and wait until it serves; raise CaptureProcessError if it cannot."""
+        """Start the child and wait until it is ready; raise CaptureProcessError if not."""
         ready = self._ctx.Event()
         for index in range(3):
             self._counters[index] = 0
+        receiver = sender = None
+        if self.feed is not None:
+            receiver, sender = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=child_main,
-            args=(self.config, self._counters, os.getpid(), ready),
+            args=(self.config, self._counters, os.getpid(), ready, receiver),
             name="llm-proxy-capture",
             daemon=False,
         )
         process.start()
+        if receiver is not None:
+            receiver.close()  # the child's end
         self._process = process
         deadline = time.monotonic() + self.start_timeout
         while not ready.is_set():
-            if process.exitcode is not None:
+            if process.exitcode is not None or time.monotonic() > deadline:
+                if sender is not None:
+                    sender.close()
+                if process.exitcode is None:
+                    process.kill()
+                    raise CaptureProcessError("the capture process did not start in time")
                 raise CaptureProcessError(
                     f"the capture process exited with code {process.exitcode} while starting "
-                    f"(is capture.grpc_port {self.config.capture.grpc_port} free? is "
-                    f"{self.config.capture.directory!r} writable?)"
+                    f"(is {self.config.capture.directory!r} writable?"
+                    + (
+                        f" is capture.grpc_port {self.config.capture.grpc_port} free?)"
+                        if self.config.capture.observers
+                        else ")"
+                    )
                 )
-            if time.monotonic() > deadline:
-                process.kill()
-                raise CaptureProcessError("the capture process did not start in time")
             await asyncio.sleep(0.05)
-        log.info(
-            "capture process %d serving observer roles on %s:%d",
-            process.pid,
-            self.config.grpc_host,
-            self.config.capture.grpc_port,
+        if self.feed is not None:
+            self.feed.attach(sender)
+        what = (
+            f"observer roles on {self.config.grpc_host}:{self.config.capture.grpc_port}"
+            if self.config.capture.observers
+            else "records from the roles"
         )
+        log.info("capture process %d writing %s", process.pid, what)
 
     async def supervise(self) -> None:
         """Restart the child when it dies; return only if it keeps dying."""
@@ -120,6 +146,8 @@ class CaptureProcess:
             process = self._process
             if self._stopping or process is None or process.exitcode is None:
                 continue
+            if self.feed is not None:
+                self.feed.attach(None)  # records are dropped (and counted) meanwhile
             self._dropped_before += int(self._counters[_DROPPED]) + int(self._counters[_DEPTH])
             self._written_before += int(self._counters[_WRITTEN])
             now = time.monotonic()
@@ -142,8 +170,11 @@ class CaptureProcess:
                 log.error("%s", exc)
 
     async def stop(self, timeout: float = 15.0) -> None:
-        """Stop the child (after Envoy): it flushes what it has and exits."""
+        """Stop the child (after Envoy and the gRPC server): it writes what it has and exits."""
         self._stopping = True
+        if self.feed is not None:
+            # Sends what is pending, then closes the pipe: the child sees the end.
+            await asyncio.to_thread(self.feed.close)
         process = self._process
         if process is None or process.exitcode is not None:
             return
@@ -160,7 +191,9 @@ class CaptureProcess:
 # -- the child -------------------------------------------------------------------------
 
 
-def child_main(config: Config, counters: Any, parent_pid: int, ready: EventType) -> None:
+def child_main(
+    config: Config, counters: Any, parent_pid: int, ready: EventType, receiver: Any
+) -> None:
     """Entry point of the capture process."""
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -170,39 +203,73 @@ def child_main(config: Config, counters: Any, parent_pid: int, ready: EventType)
     # stops (after Envoy, so the last exchanges are complete).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_serve(config, counters, parent_pid, ready))
+        asyncio.run(_serve(config, counters, parent_pid, ready, receiver))
     except OSError as exc:
         log.error("%s", exc)
         raise SystemExit(3) from None
 
 
-async def _serve(config: Config, counters: Any, parent_pid: int, ready: EventType) -> None:
+async def _serve(
+    config: Config, counters: Any, parent_pid: int, ready: EventType, receiver: Any
+) -> None:
     from extproc.observe.capture import CaptureWriter
+
+    writer = CaptureWriter(config.capture)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    server = None
+    try:
+        if config.capture.observers:
+            server = await _observer_server(config, writer)
+        if receiver is not None:
+            reader = threading.Thread(
+                target=_read_feed,
+                args=(receiver, writer, lambda: loop.call_soon_threadsafe(stop.set)),
+                name="capture-feed-reader",
+                daemon=True,
+            )
+            reader.start()
+        ready.set()
+        while not stop.is_set():
+            _publish(counters, writer)
+            if os.getppid() != parent_pid:
+                log.warning("the proxy process is gone; writing what was received and exiting")
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _TICK)
+    finally:
+        if server is not None:
+            await server.stop(grace=1.0)
+        await asyncio.to_thread(writer.close)
+        _publish(counters, writer)
+
+
+async def _observer_server(config: Config, writer: Any) -> Any:
     from extproc.observe.telemetry import Telemetry
     from extproc.processing import App
     from extproc.server.grpc_server import start_grpc_server
 
-    writer = CaptureWriter(config.capture)
+    app = App(config, Telemetry())
+    app.capture_sink = writer
+    return await start_grpc_server(app, config.grpc_host, config.capture.grpc_port)
+
+
+def _read_feed(receiver: Any, writer: Any, done: Any) -> None:
+    """Batches from the proxy process into the writer, until the pipe closes."""
     try:
-        app = App(config, Telemetry())
-        app.capture_sink = writer
-        server = await start_grpc_server(app, config.grpc_host, config.capture.grpc_port)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        ready.set()
-        try:
-            while not stop.is_set():
-                _publish(counters, writer)
-                if os.getppid() != parent_pid:
-                    log.warning("the proxy process is gone; flushing captures and exiting")
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _TICK)
-        finally:
-            await server.stop(grace=1.0)
+        while True:
+            data = receiver.recv_bytes()
+            try:
+                records = pickle.loads(data)
+            except Exception:  # a torn message cannot happen on a pipe; be safe anyway
+                log.exception("capture: an unreadable batch from the proxy process")
+                continue
+            writer.submit_batch(records)
+    except (EOFError, OSError):
+        pass  # the proxy closed the feed (stopping) or is gone
     finally:
-        await asyncio.to_thread(writer.close)
-        _publish(counters, writer)
+        done()
 
 
 def _publish(counters: Any, writer: Any) -> None:

@@ -551,11 +551,11 @@ def test_a_stalled_stream_reaches_the_files(capturing: Capturing, fake_a: FakeOp
     assert exchange.attempts[1].response.chunks == sent.chunks[:3]
 
 
-_CAPTURE_PID = re.compile(r"capture process (\d+) serving")
+_CAPTURE_PID = re.compile(r"capture process (\d+) writing")
 
 
 def capture_pid(proxy: ProxyProcess) -> int | None:
-    """The capture child's pid, when capture runs in a process of its own."""
+    """The capture child's pid (capture runs in a process of its own in both modes)."""
     match = _CAPTURE_PID.search(proxy.log())
     return int(match.group(1)) if match else None
 
@@ -585,7 +585,7 @@ def test_kill_9_mid_stream_leaves_readable_files(tmp_path: Path, mode: str) -> N
     )
     proxy = start_proxy(tmp_path, config)
     envoy, writer = proxy.envoy_pid(), capture_pid(proxy)
-    assert (writer is not None) == (mode == "observers")
+    assert writer is not None
     sid = session()
     try:
         # 6 events a little apart (one chunk each), then silence until cleared.
@@ -618,8 +618,8 @@ def test_kill_9_mid_stream_leaves_readable_files(tmp_path: Path, mode: str) -> N
                 )
 
             wait_for(stalled_and_captured, 10, what="six streamed chunks in the capture")
-            # The proxy process first (nothing restarts a capture process then), then the
-            # capture process if there is one (the writer), then Envoy.
+            # The proxy process first (nothing restarts the capture process then), then the
+            # capture process (the writer), then Envoy.
             kill(proxy.proc.pid)
             proxy.proc.wait(10)
             kill(writer)
