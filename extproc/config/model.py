@@ -204,6 +204,11 @@ class CaptureConfig(_Model):
     observers: bool = False
     #: The capture process's gRPC port (on grpc_host), with ``observers``.
     grpc_port: int = Field(50052, ge=1, le=65535)
+    #: The capture process runs at idle CPU priority (Linux SCHED_IDLE, else
+    #: niceness 19): it never delays requests, but on a machine whose CPUs are
+    #: all busy it falls behind and drops records (counted). False: it competes
+    #: with the request path on equal terms.
+    low_priority: bool = True
 
 
 class PriceConfig(_Model):

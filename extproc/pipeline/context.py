@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class RequestContext:
         return None if self.first_output is None else self.first_output - self.started
 
 
+@functools.lru_cache(maxsize=1024)
 def key_id(key: str) -> str:
-    """A short, stable, non-reversible id for a client key."""
+    """A short, stable, non-reversible id for a client key (cached: keys repeat)."""
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]

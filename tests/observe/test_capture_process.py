@@ -183,3 +183,28 @@ def test_stop_writes_everything_sent_before_it(tmp_path: Path) -> None:
     capture = asyncio.run(scenario())
     assert len(bodies(tmp_path)) == 500
     assert capture.dropped == 0
+
+
+@pytest.mark.parametrize("low_priority", [True, False])
+def test_the_capture_process_yields_the_cpu_to_requests(tmp_path: Path, low_priority: bool) -> None:
+    config = Config.model_validate(
+        {
+            "capture": {
+                "enabled": True,
+                "directory": str(tmp_path),
+                "low_priority": low_priority,
+            }
+        }
+    )
+
+    async def scenario() -> int:
+        capture = CaptureProcess(config, CaptureFeed(queue_size=10))
+        await capture.start()
+        try:
+            assert capture.pid is not None
+            return os.sched_getscheduler(capture.pid)
+        finally:
+            await capture.stop()
+
+    policy = asyncio.run(scenario())
+    assert policy == (os.SCHED_IDLE if low_priority else os.SCHED_OTHER)
