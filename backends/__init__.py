@@ -12,7 +12,16 @@ from backends.catalog import (
     SCHEMAS,
     AuthStyle,
     BackendType,
+    RequestQuirks,
     get_type,
 )
 
-__all__ = ["AUTH_STYLES", "CATALOG", "SCHEMAS", "AuthStyle", "BackendType", "get_type"]
+__all__ = [
+    "AUTH_STYLES",
+    "CATALOG",
+    "SCHEMAS",
+    "AuthStyle",
+    "BackendType",
+    "RequestQuirks",
+    "get_type",
+]

@@ -25,9 +25,9 @@ Cross-protocol rules every codec follows (docs/translation.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from extproc.canonical import (
     CanonicalError,
@@ -35,6 +35,9 @@ from extproc.canonical import (
     CanonicalResponse,
     StreamEvent,
 )
+
+#: Changes an encoded request body in place before it is serialized (provider quirks).
+Adjust: TypeAlias = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,15 @@ class Codec(Protocol):
     # -- backend: provider requests -----------------------------------------
 
     def encode_request(
-        self, request: CanonicalRequest, model: str, *, max_tokens_field: str | None = None
-    ) -> EncodedRequest: ...
+        self,
+        request: CanonicalRequest,
+        model: str,
+        *,
+        max_tokens_field: str | None = None,
+        adjust: Adjust | None = None,
+    ) -> EncodedRequest:
+        """``adjust`` changes the body dict before it is serialized (a provider's quirks)."""
+        ...
 
     def decode_response(self, body: bytes) -> CanonicalResponse: ...
 

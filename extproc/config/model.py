@@ -123,6 +123,9 @@ class BackendConfig(_Model):
     models: list[str] = Field(default_factory=list)
     #: Extra headers sent upstream with every request to this instance.
     headers: dict[str, str] = Field(default_factory=dict)
+    #: The type's own settings that become headers (docs/backends.md), e.g.
+    #: OpenRouter's ``referer`` and ``title``, Anthropic's ``version`` and ``beta``.
+    options: dict[str, str] = Field(default_factory=dict)
     auth: AuthStyle | None = None
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     outlier_detection: OutlierConfig = Field(default_factory=OutlierConfig)
@@ -320,6 +323,15 @@ class Config(_Model):
                     f"backend {name!r}: unknown type {type_name!r} (known types: {known}); "
                     "set 'type:' explicitly for a family name that is not a type"
                 )
+            allowed = CATALOG[type_name].options
+            for option, value in backend.options.items():
+                if any(c in value for c in "\r\n\0"):
+                    raise ValueError(f"backend {name!r}: option {option!r} has a line break")
+                if option not in allowed:
+                    raise ValueError(
+                        f"backend {name!r}: type {type_name!r} has no option {option!r} "
+                        f"(its options: {', '.join(sorted(allowed)) or 'none'})"
+                    )
             if backend.schema_ is not None and backend.schema_ not in SCHEMAS:
                 raise ValueError(
                     f"backend {name!r}: unknown schema {backend.schema_!r} "

@@ -13,7 +13,7 @@ from typing import Any
 from backends import get_type
 from extproc.canonical import CanonicalRequest
 from extproc.codecs import CODECS, Codec, get_codec
-from extproc.codecs.base import REQUIRES_PROTOCOL, ModelInfo
+from extproc.codecs.base import REQUIRES_PROTOCOL, Adjust, ModelInfo
 from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
 from extproc.observe.telemetry import Telemetry
@@ -42,6 +42,8 @@ class BackendRuntime:
     #: Credential and configured headers, set on every upstream request.
     headers: dict[str, str]
     max_tokens_field: str
+    #: The provider's quirks, applied to every body encoded for it (None: none).
+    adjust: Adjust | None = None
 
     def __repr__(self) -> str:  # never print credentials
         return f"BackendRuntime({self.instance!r}, schema={self.codec.name!r})"
@@ -58,7 +60,9 @@ class BackendRuntime:
             )
         if params:
             apply_params(request, params)
-        encoded = self.codec.encode_request(request, model, max_tokens_field=self.max_tokens_field)
+        encoded = self.codec.encode_request(
+            request, model, max_tokens_field=self.max_tokens_field, adjust=self.adjust
+        )
         headers = {
             **encoded.headers,
             ":path": self.base_path + encoded.path,
@@ -100,6 +104,11 @@ def build_backends(config: Config) -> dict[str, BackendRuntime]:
         key = backend.api_key.get_secret_value() if backend.api_key else None
         headers = {
             **{k.lower(): v for k, v in btype.default_headers.items()},
+            **{
+                header: value
+                for option, value in backend.options.items()
+                for header in btype.options[option]
+            },
             **{k.lower(): v for k, v in backend.headers.items()},
             **_auth_headers(backend.auth or btype.auth, key),
         }
@@ -109,6 +118,7 @@ def build_backends(config: Config) -> dict[str, BackendRuntime]:
             base_path=base_path.rstrip("/"),
             headers=headers,
             max_tokens_field=btype.max_tokens_field,
+            adjust=btype.quirks.apply if btype.quirks else None,
         )
     return out
 

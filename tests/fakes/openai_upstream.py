@@ -434,6 +434,9 @@ class FakeOpenAI(FakeUpstream[ScriptedResponse]):
     def _setup(self) -> None:
         self._chat_path = f"{self.path_prefix}/chat/completions"
         self._call_ids = itertools.count(1)
+        #: An SSE comment line (e.g. OpenRouter's ``: OPENROUTER PROCESSING``) sent
+        #: before the first event and again after the second; None: no comments.
+        self.stream_comment: str | None = None
 
     # ---- scripted answers ------------------------------------------------------------------
 
@@ -564,6 +567,9 @@ class FakeOpenAI(FakeUpstream[ScriptedResponse]):
         events = _stream_events(
             answer, include_usage=_include_usage(payload), chunk_chars=self.chunk_chars
         )
+        if self.stream_comment is not None:
+            comment = f"{self.stream_comment}\n\n".encode()
+            events = [comment, *events[:2], comment, *events[2:]]
         return await self._send_stream(exchange, events, _MIDSTREAM_ERROR)
 
     def _check_model(self, payload: JSONDict) -> _ApiError | None:

@@ -19,7 +19,7 @@ from extproc.codecs.anthropic.common import PATH, PROTOCOL, encoder
 from extproc.codecs.anthropic.response import DecodeError
 from extproc.codecs.anthropic.stream import AnthropicStreamDecoder
 from extproc.codecs.anthropic.stream_encoder import AnthropicStreamEncoder
-from extproc.codecs.base import EncodedRequest, ModelInfo, RequestMeta, ResponseContext
+from extproc.codecs.base import Adjust, EncodedRequest, ModelInfo, RequestMeta, ResponseContext
 
 __all__ = ["AnthropicCodec", "AnthropicStreamDecoder", "AnthropicStreamEncoder", "DecodeError"]
 
@@ -38,10 +38,17 @@ class AnthropicCodec:
         return _request.decode_request(body, meta, count=True)
 
     def encode_request(
-        self, request: CanonicalRequest, model: str, *, max_tokens_field: str | None = None
+        self,
+        request: CanonicalRequest,
+        model: str,
+        *,
+        max_tokens_field: str | None = None,
+        adjust: Adjust | None = None,
     ) -> EncodedRequest:
         """``max_tokens_field`` does not apply: Anthropic always takes ``max_tokens``."""
         body, headers = _encode.encode_request(request, model)
+        if adjust is not None:
+            adjust(body)
         return EncodedRequest(PATH, encoder.encode(body), headers)
 
     def decode_response(self, body: bytes) -> CanonicalResponse:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from extproc.canonical import CanonicalError, CanonicalRequest, CanonicalResponse
-from extproc.codecs.base import EncodedRequest, ModelInfo, RequestMeta, ResponseContext
+from extproc.codecs.base import Adjust, EncodedRequest, ModelInfo, RequestMeta, ResponseContext
 from extproc.codecs.gemini import encode as _encode
 from extproc.codecs.gemini import errors as _errors
 from extproc.codecs.gemini import request as _request
@@ -58,9 +58,14 @@ class GeminiCodec:
         return _request.decode_count_request(body, meta)
 
     def encode_request(
-        self, request: CanonicalRequest, model: str, *, max_tokens_field: str | None = None
+        self,
+        request: CanonicalRequest,
+        model: str,
+        *,
+        max_tokens_field: str | None = None,
+        adjust: Adjust | None = None,
     ) -> EncodedRequest:
-        return _encode.encode_request(request, model)
+        return _encode.encode_request(request, model, adjust)
 
     def decode_response(self, body: bytes) -> CanonicalResponse:
         return _response.decode_response(body)

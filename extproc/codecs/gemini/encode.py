@@ -37,6 +37,7 @@ Mapping rules (WIRE_FORMATS §4.2, §5; docs/translation.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from extproc.canonical import (
@@ -76,7 +77,11 @@ def request_path(model: str, stream: bool) -> str:
     return f"/models/{model}:generateContent"
 
 
-def encode_request(request: CanonicalRequest, model: str) -> EncodedRequest:
+def encode_request(
+    request: CanonicalRequest,
+    model: str,
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+) -> EncodedRequest:
     required = request.hints.get(REQUIRES_PROTOCOL)
     if required is not None and required != PROTOCOL:
         raise InvalidRequest(
@@ -84,6 +89,8 @@ def encode_request(request: CanonicalRequest, model: str) -> EncodedRequest:
             code="unsupported_for_backend",
         )
     body = encode_body(request, model)
+    if adjust is not None:
+        adjust(body)
     return EncodedRequest(request_path(model, request.stream), encoder.encode(body))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from extproc.canonical import CanonicalError, CanonicalRequest, CanonicalResponse
-from extproc.codecs.base import EncodedRequest, ModelInfo, RequestMeta, ResponseContext
+from extproc.codecs.base import Adjust, EncodedRequest, ModelInfo, RequestMeta, ResponseContext
 from extproc.codecs.openai_chat import request as _request
 from extproc.codecs.openai_chat import response as _response
 from extproc.codecs.openai_chat.response import DecodeError
@@ -39,9 +39,16 @@ class OpenAIChatCodec:
         raise NotFound("Chat Completions has no token-counting endpoint", code="unknown_url")
 
     def encode_request(
-        self, request: CanonicalRequest, model: str, *, max_tokens_field: str | None = None
+        self,
+        request: CanonicalRequest,
+        model: str,
+        *,
+        max_tokens_field: str | None = None,
+        adjust: Adjust | None = None,
     ) -> EncodedRequest:
         body = _request.encode_request(request, model, max_tokens_field=max_tokens_field)
+        if adjust is not None:
+            adjust(body)
         return EncodedRequest(_request.PATH, _encoder.encode(body))
 
     def decode_response(self, body: bytes) -> CanonicalResponse:

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from extproc.canonical import CanonicalError, CanonicalRequest, CanonicalResponse
-from extproc.codecs.base import EncodedRequest, ModelInfo, RequestMeta, ResponseContext
+from extproc.codecs.base import Adjust, EncodedRequest, ModelInfo, RequestMeta, ResponseContext
 from extproc.codecs.openai_chat import openai_model
 from extproc.codecs.openai_chat.response import decode_error, encode_error
 from extproc.codecs.openai_responses import request as _request
@@ -47,10 +47,17 @@ class OpenAIResponsesCodec:
         return _request.decode_request(body)
 
     def encode_request(
-        self, request: CanonicalRequest, model: str, *, max_tokens_field: str | None = None
+        self,
+        request: CanonicalRequest,
+        model: str,
+        *,
+        max_tokens_field: str | None = None,
+        adjust: Adjust | None = None,
     ) -> EncodedRequest:
         """``max_tokens_field`` does not apply: Responses has only ``max_output_tokens``."""
         body = _request_encode.encode_request(request, model)
+        if adjust is not None:
+            adjust(body)
         return EncodedRequest(PATH, _encoder.encode(body))
 
     def decode_response(self, body: bytes) -> CanonicalResponse:
