@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-backend", help="backend[:model] for models no route names (e.g. openai:gpt-4o)"
     )
     parser.add_argument(
+        "--static-route",
+        help="send every request here: backend:model or a routing expression (a|b, a^b)",
+    )
+    parser.add_argument(
         "--no-envoy", action="store_true", help="serve gRPC only; Envoy runs elsewhere"
     )
     parser.add_argument(
@@ -77,6 +81,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "default_backend": args.default_backend,
         "multi_user_mode": args.multi_user_mode,
         "log_level": args.log_level,
+        "routing.static_route": args.static_route,
     }
     if args.api_keys is not None:
         out["api_keys"] = [k.strip() for k in args.api_keys.split(",") if k.strip()]

@@ -67,5 +67,21 @@ class PayloadTooLarge(ProxyError):
     code = "request_too_large"
 
 
+class BackendUnavailable(ProxyError):
+    """503: every backend that could answer is disabled or cooling down."""
+
+    status = 503
+    error_type = "server_error"
+    code = "backend_unavailable"
+
+
+class BackendRateLimited(ProxyError):
+    """429: every backend that could answer is cooling down after a rate limit."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+
 class ConfigError(Exception):
     """The configuration is invalid; raised at startup, never per request."""

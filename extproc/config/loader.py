@@ -75,8 +75,16 @@ def build_config(
     """Validate ``raw`` (parsed YAML) with env substitution and overrides."""
     data = substitute_env(dict(raw), os.environ if env is None else env)
     for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
+        if value is None:
+            continue
+        # "routing.static_route": a nested key.
+        *parents, leaf = key.split(".")
+        target = data
+        for parent in parents:
+            child = target.get(parent)
+            target[parent] = child = dict(child) if isinstance(child, Mapping) else {}
+            target = child
+        target[leaf] = value
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

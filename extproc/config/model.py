@@ -152,6 +152,65 @@ class ModelRouteConfig(_Model):
     failover: list[str] = Field(min_length=1)
 
 
+class RewriteRule(_Model):
+    """Replace the model a client asked for (optionally only for some clients)."""
+
+    #: The model as the client sent it (exact match).
+    model: str = Field(min_length=1)
+    #: What to route instead: a model, ``backend:model`` or a routing expression.
+    to: str = Field(min_length=1)
+    #: Client key ids (``key-`` + 12 hex, as in usage records and captures); empty: all.
+    clients: list[str] = Field(default_factory=list)
+
+    @field_validator("clients")
+    @classmethod
+    def _key_ids(cls, clients: list[str]) -> list[str]:
+        for client in clients:
+            if not re.fullmatch(r"key-[0-9a-f]{12}", client):
+                raise ValueError(
+                    f"client {client!r} is not a key id ('key-' and 12 hex digits; "
+                    "'python -m extproc key-id' prints one for a key read from stdin)"
+                )
+        return clients
+
+
+class HealthPolicyConfig(_Model):
+    """How provider answers disable or cool down an instance (docs/routing.md)."""
+
+    #: 401/403 (a revoked or wrong key): disabled this long; 0: until reactivated.
+    auth_failure_cooldown: Duration = 600.0
+    #: Quota or credit exhausted: disabled this long; 0: until reactivated.
+    quota_cooldown: Duration = 3600.0
+    #: 429 without ``retry-after``: cooling down this long (0: not at all).
+    rate_limit_cooldown: Duration = 2.0
+    #: The longest ``retry-after`` honoured.
+    max_retry_after: Duration = 3600.0
+
+
+class RoutingConfig(_Model):
+    """Routing rules beyond backends and pools (docs/routing.md)."""
+
+    #: Model names that stand for a model, ``backend:model`` or a routing
+    #: expression (``a|b``, ``a[weight=3]^b``, ``a!b``).
+    aliases: dict[str, str] = Field(default_factory=dict)
+    #: Every request goes here, whatever it asks for (``--static-route``).
+    static_route: str | None = None
+    #: Model replacement rules, first match wins.
+    rewrites: list[RewriteRule] = Field(default_factory=list)
+    #: Honour the one-off ``x-llm-route`` request header (a routing expression
+    #: for this request only). Off in multi-user mode unless set.
+    route_header: bool | None = None
+    health: HealthPolicyConfig = Field(default_factory=HealthPolicyConfig)
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, aliases: dict[str, str]) -> dict[str, str]:
+        for name in aliases:
+            if ":" in name or not MODEL_NAME_RE.match(name):
+                raise ValueError(f"alias name {name!r} is not a plain model name")
+        return aliases
+
+
 class LimitsConfig(_Model):
     #: Largest request body accepted (413 beyond).
     max_request_bytes: Size = 32 * 1024 * 1024
@@ -169,6 +228,11 @@ class TimeoutsConfig(_Model):
     request: Duration = 0.0
     #: How long Envoy waits for extproc on each message before failing closed.
     extproc_message: Duration = 10.0
+    #: In failover pools: how long one attempt may take to send its response
+    #: headers before Envoy gives up on it and tries the next target (a slow
+    #: provider). Streams send headers at once; a non-streaming answer sends
+    #: them when complete, so keep this above the longest generation. 0: off.
+    attempt: Duration = 0.0
 
 
 class RetryConfig(_Model):
@@ -177,6 +241,8 @@ class RetryConfig(_Model):
     pool_retries: int | None = Field(None, ge=0)
     #: Retry 429 answers on the next target of a pool.
     retry_on_429: bool = True
+    #: Retry 401 and 403 (a revoked or wrong key of that account) on the next target.
+    retry_on_auth_failure: bool = True
 
 
 class EnvoyConfig(_Model):
@@ -294,6 +360,7 @@ class Config(_Model):
     api_keys: list[SecretStr] = Field(default_factory=list)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     models: dict[str, ModelRouteConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -365,6 +432,9 @@ class Config(_Model):
                         f"model {route_name!r}: failover target {target!r} names an unknown "
                         f"backend instance {instance!r}"
                     )
+        for name in self.routing.aliases:
+            if name in self.models:
+                raise ValueError(f"{name!r} is both a model route and an alias")
         if self.default_backend is not None:
             backend, sep, model = self.default_backend.partition(":")
             if not backend or (sep and not model):
@@ -395,6 +465,13 @@ class Config(_Model):
         return self
 
     # -- derived views -------------------------------------------------------
+
+    @property
+    def route_header_allowed(self) -> bool:
+        """Whether ``x-llm-route`` is honoured (default: in single-user mode only)."""
+        if self.routing.route_header is not None:
+            return self.routing.route_header
+        return not self.multi_user_mode
 
     def families(self) -> dict[str, list[str]]:
         """Family name -> its instances, bare name first, then by index."""

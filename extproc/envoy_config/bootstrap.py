@@ -242,9 +242,12 @@ def _retry_policy(config: Config, plan: ClusterPlan) -> dict[str, Any]:
         return {"retry_on": "connect-failure,refused-stream", "num_retries": 1}
     retry_on = ["connect-failure", "refused-stream", "reset", "5xx"]
     policy: dict[str, Any] = {}
-    if config.retry.retry_on_429:
+    codes = [429] if config.retry.retry_on_429 else []
+    if config.retry.retry_on_auth_failure:
+        codes += [401, 403]
+    if codes:
         retry_on.append("retriable-status-codes")
-        policy["retriable_status_codes"] = [429]
+        policy["retriable_status_codes"] = codes
     retries = config.retry.pool_retries
     if retries is None:
         retries = len(plan.endpoints) - 1
@@ -264,6 +267,11 @@ def _retry_policy(config: Config, plan: ClusterPlan) -> dict[str, Any]:
                 }
             ],
             "host_selection_retry_max_attempts": 5,
+            **(
+                {"per_try_timeout": _duration(config.timeouts.attempt)}
+                if config.timeouts.attempt > 0
+                else {}
+            ),
             "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
         }
     )
@@ -598,13 +606,19 @@ def _upstream_ext_proc(config: Config, grpc_limit: int, with_body: bool) -> dict
             "message_timeout": _duration(config.timeouts.extproc_message),
             "processing_mode": {
                 "request_header_mode": "SEND",
-                "response_header_mode": "SKIP",
+                # Every attempt's status reaches the proxy's health board
+                # (extproc/routing/health.py): a 401 or 429 Envoy retried is
+                # never seen by the ROUTER role.
+                "response_header_mode": "SEND",
                 # "shared" clusters get a final body from the ROUTER role.
                 "request_body_mode": "BUFFERED" if with_body else "NONE",
+                # An error answer's body is asked for per attempt (mode
+                # override): quota errors are told apart from rate limits by it.
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
+            "allow_mode_override": True,
             # The chosen host's metadata: this is how the UPSTREAM role knows
             # which backend (and model) this attempt goes to.
             "request_attributes": [HOST_METADATA_ATTRIBUTE],

@@ -35,6 +35,8 @@ class RequestContext:
     span: RequestSpan = NO_SPAN
     #: Session id the client sent (``x-session-id``), if any.
     session_id: str | None = None
+    #: The client's one-off ``x-llm-route`` header (honoured only when allowed).
+    route_header: str | None = None
 
     # What happened, filled in by the ROUTER role as the exchange goes on and
     # read by the observability stages at the end.

@@ -30,6 +30,7 @@ from extproc.processing.observer import (
 from extproc.processing.router import RouterProcessor
 from extproc.processing.upstream import UpstreamProcessor
 from extproc.routing import Resolver, apply_params, plan_clusters
+from extproc.routing.health import HealthBoard
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def build_pipeline(config: Config, resolver: Resolver, telemetry: Telemetry) -> 
     stages: list[Stage] = []
     if config.multi_user_mode:
         stages.append(AccessControlStage(k.get_secret_value() for k in config.api_keys))
-    stages.append(RoutingStage(resolver))
+    stages.append(RoutingStage(resolver, route_header=config.route_header_allowed))
     return Pipeline(stages, phase=telemetry.phase)
 
 
@@ -137,7 +138,9 @@ class App:
         #: Metrics, spans and usage records (without a usage writer unless given).
         self.telemetry = telemetry or Telemetry.from_config(config, with_usage=False)
         self.plans = plan_clusters(config)
-        self.resolver = Resolver(config, self.plans)
+        #: The proxy's own view of each instance's health (shared by all requests).
+        self.health = HealthBoard(config.backends, config.routing.health)
+        self.resolver = Resolver(config, self.plans, self.health)
         self.pipeline = build_pipeline(config, self.resolver, self.telemetry)
         #: Keys for the proxy's admin endpoints; empty: open (single-user mode).
         self.admin_keys = tuple(k.get_secret_value().encode() for k in config.admin_keys)

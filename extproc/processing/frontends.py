@@ -10,7 +10,9 @@
   ``GET /v1beta/models[/{model}]``.
 
 The proxy's own admin endpoints answer JSON with OpenAI-shaped errors:
-``GET /v1/usage/stats`` and ``GET /v1/usage/recent`` (usage accounting).
+``GET /v1/usage/stats`` and ``GET /v1/usage/recent`` (usage accounting),
+``GET /v1/diagnostics`` and ``POST /v1/diagnostics/backends/{instance}/reactivate``
+(routing and health).
 
 ``GET /v1/models`` is shared by three SDKs; the dialect follows the client:
 ``x-goog-api-key`` or ``?key=`` means Gemini, ``anthropic-version`` means
@@ -63,6 +65,13 @@ _GEMINI_ACTIONS = {
 
 _ROUTES: list[_Route] = [
     _Route(re.compile(r"^/v1/(?P<admin>usage/(?:stats|recent))/?$"), "admin", OPENAI_CHAT, _GET),
+    _Route(re.compile(r"^/v1/(?P<admin>diagnostics)/?$"), "admin", OPENAI_CHAT, _GET),
+    _Route(
+        re.compile(r"^/v1/(?P<admin>diagnostics/backends)/(?P<instance>[^/]+)/reactivate/?$"),
+        "admin",
+        OPENAI_CHAT,
+        _POST,
+    ),
     _Route(re.compile(r"^(?:/v1)?/chat/completions/?$"), "generate", OPENAI_CHAT, _POST),
     _Route(
         re.compile(r"^(?:/v1)?/responses/input_tokens/?$"), "count_tokens", OPENAI_RESPONSES, _POST

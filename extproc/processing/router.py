@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from hmac import compare_digest
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode
@@ -46,6 +46,7 @@ from extproc.processing.headers import (
     client_key,
 )
 from extproc.processing.translate import StreamTranslator
+from extproc.routing.diagnostics import diagnostics, reactivate
 
 if TYPE_CHECKING:
     from extproc.processing.app import App
@@ -72,6 +73,7 @@ class RouterProcessor:
         self._status = 0
         self._backend: Codec | None = None
         self._retry_after: str | None = None
+        self._reports_health = False
         self._mode: str = "buffer"
         self._translator: StreamTranslator | None = None
         self._translate_seconds = 0.0
@@ -113,11 +115,12 @@ class RouterProcessor:
                 path=path,
                 headers=clean_headers,
                 client_key=key,
+                route_header=headers.get("x-llm-route"),
             )
             self.telemetry.begin(ctx, headers, self._carrier)
             if endpoint.kind == "admin":
                 # Before the pipeline: admin keys are not client keys.
-                return self._admin(endpoint.params["admin"], key, public_query)
+                return self._admin(endpoint.params, key, public_query)
             self.app.pipeline.request_headers(ctx, headers)
             if endpoint.kind == "list_models":
                 return self._json_reply(200, codec.encode_model_list(self.app.models))
@@ -207,9 +210,10 @@ class RouterProcessor:
         return set_headers, out
 
     def _admin(
-        self, name: str, key: str | None, query: dict[str, str]
+        self, params: Mapping[str, str], key: str | None, query: dict[str, str]
     ) -> Awaitable[Action] | Action:
-        """The proxy's own endpoints (``usage/stats``, ``usage/recent``)."""
+        """The proxy's own endpoints (usage, diagnostics)."""
+        name = params["admin"]
         admin_keys = self.app.admin_keys
         presented = (key or "").encode("utf-8", "surrogateescape")
         admitted = key is not None and any(compare_digest(presented, k) for k in admin_keys)
@@ -218,6 +222,16 @@ class RouterProcessor:
                 "this endpoint needs an admin key (admin_keys in the proxy config)",
                 code="invalid_admin_key",
             )
+        if name == "diagnostics":
+
+            async def report() -> Action:
+                body = await diagnostics(self.app, query)
+                return self._json_reply(200, _envelope_encoder.encode(body))
+
+            return report()
+        if name == "diagnostics/backends":
+            state = reactivate(self.app, unquote(params.get("instance", "")))
+            return self._json_reply(200, _envelope_encoder.encode(state))
         recorder = self.telemetry.usage
         if recorder is None:
             raise NotFound(
@@ -262,6 +276,9 @@ class RouterProcessor:
                 ctx.backend = host.get("instance")
                 if host.get("model"):
                     ctx.model = host["model"]
+                self._reports_health = self._single_endpoint(ctx)
+                if self._reports_health and self._status < 400 and ctx.backend:
+                    self.app.health.observe(ctx.backend, self._status)
         remove = [
             h for h in headers if h in RESPONSE_HEADERS_TO_STRIP or h.startswith(INTERNAL_PREFIX)
         ]
@@ -449,8 +466,24 @@ class RouterProcessor:
 
     def _error_from_upstream(self, body: bytes) -> CanonicalError:
         if self._backend is not None:
-            return self._backend.decode_error(self._status, body, self._retry_after)
+            error = self._backend.decode_error(self._status, body, self._retry_after)
+            ctx = self.ctx
+            if self._reports_health and ctx is not None and ctx.backend:
+                self.app.health.observe(
+                    ctx.backend,
+                    self._status,
+                    retry_after=self._retry_after,
+                    code=error.code,
+                    message=error.message,
+                )
+            return error
         return local_reply_error(self._status, body, self._retry_after)
+
+    def _single_endpoint(self, ctx: RequestContext) -> bool:
+        """No UPSTREAM role on this cluster: the health board hears from this role."""
+        route = ctx.route
+        plan = self.app.plans.get(route.cluster) if route is not None else None
+        return plan is not None and len(plan.endpoints) == 1
 
     def internal_error(self, kind: str, exc: Exception) -> Action:
         """An unexpected failure (a bug) while handling ``kind``: tell the client.

@@ -27,7 +27,7 @@ request costs as few gRPC messages as its cluster allows:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -35,7 +35,7 @@ from extproc.canonical import CanonicalRequest
 from extproc.config import Config
 from extproc.errors import ConfigError, ProxyError
 from extproc.routing.params import apply_params
-from extproc.routing.selector import parse_selector
+from extproc.routing.selector import Route, parse_route, parse_selector
 
 ClusterKind = Literal["instance", "family", "pool"]
 Encoding = Literal["router", "shared", "per-attempt"]
@@ -124,31 +124,95 @@ def _endpoint(
     )
 
 
+#: Marks a suffix cluster: ``pool/smart~1`` is ``pool/smart`` without its first target.
+SUFFIX = "~"
+
+
+def suffix_cluster(name: str, start: int) -> str:
+    return name if start == 0 else f"{name}{SUFFIX}{start}"
+
+
 def plan_clusters(config: Config) -> dict[str, ClusterPlan]:
     plans: dict[str, ClusterPlan] = {}
     for instance in config.backends:
         name = instance_cluster(instance)
         plans[name] = ClusterPlan(name, "instance", (_endpoint(config, instance, 0, None, {}),))
+    ordered: dict[str, tuple[ClusterKind, list[Endpoint]]] = {}
     for family, instances in config.families().items():
         if len(instances) > 1 and family not in config.backends:
-            name = family_cluster(family)
-            endpoints = tuple(
-                _endpoint(config, inst, i, None, {}) for i, inst in enumerate(instances)
+            ordered[family_cluster(family)] = (
+                "family",
+                [_endpoint(config, inst, i, None, {}) for i, inst in enumerate(instances)],
             )
-            plans[name] = ClusterPlan(name, "family", endpoints)
     for model, route in config.models.items():
-        targets: list[Endpoint] = []
-        for priority, target in enumerate(route.failover):
-            try:
-                selector = parse_selector(target)
-                # Fail at startup, not per request, on parameters that cannot apply.
-                apply_params(CanonicalRequest(protocol="", model=""), selector.params)
-            except ProxyError as exc:
-                raise ConfigError(f"models.{model}: target {target!r}: {exc.message}") from None
-            assert selector.backend is not None  # validated by Config
-            targets.append(
-                _endpoint(config, selector.backend, priority, selector.model, selector.params)
-            )
-        name = pool_cluster(model)
-        plans[name] = ClusterPlan(name, "pool", tuple(targets))
+        ordered[pool_cluster(model)] = ("pool", _targets(config, f"models.{model}", route.failover))
+    for alias, expression in config.routing.aliases.items():
+        route_expr = _parse(f"routing.aliases.{alias}", expression)
+        if route_expr.kind in ("failover", "race"):
+            legs = [str(leg.selector) for leg in route_expr.legs]
+            name = pool_cluster(alias) if route_expr.kind == "failover" else race_cluster(alias)
+            ordered[name] = ("pool", _targets(config, f"routing.aliases.{alias}", legs))
+    routing = config.routing
+    if routing.static_route:
+        _parse("routing.static_route", routing.static_route)
+    for index, rule in enumerate(routing.rewrites):
+        _parse(f"routing.rewrites[{index}].to", rule.to)
+    for name, (kind, endpoints) in ordered.items():
+        plans[name] = ClusterPlan(name, kind, tuple(endpoints))
+        if name.startswith(RACE_PREFIX):
+            continue  # a race has no order to skip ahead in
+        # Suffixes: when the first targets are disabled (health.py), routing
+        # starts further down the list and keeps the rest as failover.
+        for start in range(1, len(endpoints) - 1):
+            rest = tuple(replace(e, priority=i) for i, e in enumerate(endpoints[start:]))
+            suffix = suffix_cluster(name, start)
+            plans[suffix] = ClusterPlan(suffix, kind, rest)
     return plans
+
+
+RACE_PREFIX = "race/"
+
+
+def race_cluster(alias: str) -> str:
+    return f"{RACE_PREFIX}{alias}"
+
+
+def _parse(where: str, expression: str) -> Route:
+    try:
+        return parse_route(expression)
+    except ProxyError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
+def _targets(config: Config, where: str, targets: list[str]) -> list[Endpoint]:
+    """Ordered ``backend:model`` targets (a family stands for its instances, in order)."""
+    out: list[Endpoint] = []
+    families = config.families()
+    owners: dict[str, str] = {}
+    for instance, backend in config.backends.items():
+        for listed in backend.models:
+            owners.setdefault(listed, instance)
+    for target in targets:
+        try:
+            selector = parse_selector(target)
+            # Fail at startup, not per request, on parameters that cannot apply.
+            apply_params(CanonicalRequest(protocol="", model=""), selector.params)
+        except ProxyError as exc:
+            raise ConfigError(f"{where}: target {target!r}: {exc.message}") from None
+        if selector.backend is None:
+            owner = owners.get(selector.model)
+            if owner is None:
+                raise ConfigError(
+                    f"{where}: target {target!r} names no backend and no backend lists "
+                    "that model; write it as 'backend:model'"
+                )
+            instances = [owner]
+        elif selector.backend in config.backends:
+            instances = [selector.backend]
+        elif selector.backend in families:
+            instances = families[selector.backend]
+        else:
+            raise ConfigError(f"{where}: target {target!r} names an unknown backend")
+        for instance in instances:
+            out.append(_endpoint(config, instance, len(out), selector.model, selector.params))
+    return out

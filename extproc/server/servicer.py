@@ -38,6 +38,7 @@ OFFLOAD_BYTES = 256 * 1024
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 _NONE = processing_mode_pb2.ProcessingMode.NONE
+_BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 
 
 def headers_dict(header_map: Any) -> dict[str, str]:
@@ -123,6 +124,8 @@ def to_response(kind: str, action: Action) -> Any:
         response.mode_override.response_body_mode = _STREAMED
     elif action.response_body_mode == "none":
         response.mode_override.response_body_mode = _NONE
+    elif action.response_body_mode == "buffered":
+        response.mode_override.response_body_mode = _BUFFERED
     if action.dynamic_metadata:
         response.dynamic_metadata.update(action.dynamic_metadata)
     return response
@@ -219,6 +222,12 @@ def _dispatch(processor: Processor, kind: str, request: Any) -> Action | Awaitab
         if kind == "response_body":
             body = request.response_body
             return _maybe_offload(processor.response_body, body.body, body.end_of_stream)
+    elif kind == "response_headers":
+        message = request.response_headers
+        return processor.response_headers(headers_dict(message.headers), message.end_of_stream)
+    elif kind == "response_body":
+        body = request.response_body
+        return processor.response_body(body.body, body.end_of_stream)
     # Trailers and anything unexpected: let it pass unchanged.
     log.debug("ext_proc: passing %s through unchanged", kind)
     return Continue()

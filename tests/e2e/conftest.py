@@ -6,13 +6,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.responses_upstream import FakeResponses
-from tests.harness import PROVIDER_KEY, ProxyProcess, fast_health, proxy_config, running_proxy
+from tests.harness import (
+    CLIENT_KEY,
+    PROVIDER_KEY,
+    ProxyProcess,
+    fast_health,
+    proxy_config,
+    running_proxy,
+)
 from tests.observe.postgres import usage_postgres_dsn  # noqa: F401 (a shared session fixture)
 
 
@@ -35,9 +43,29 @@ def fake_b() -> Iterator[FakeOpenAI]:
     yield from _fake("beta")
 
 
+def reactivate_all(proxy: ProxyProcess) -> None:
+    """End every disable and cool-down the proxy's health board holds (test isolation)."""
+    base = proxy.openai_base_url
+    with httpx.Client(timeout=5, headers={"authorization": f"Bearer {CLIENT_KEY}"}) as client:
+        report = client.get(f"{base}/diagnostics")
+        if report.status_code != 200:
+            return  # an admin key is needed: such tests manage their own proxy
+        for instance, state in report.json()["instances"].items():
+            if state["proxy"]["state"] != "ok":
+                client.post(f"{base}/diagnostics/backends/{instance}/reactivate")
+
+
 @pytest.fixture(autouse=True)
 def _reset_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
+    for name in request.fixturenames:
+        try:
+            value = request.getfixturevalue(name)
+        except Exception:  # a parametrize argument, not a fixture
+            continue
+        proxy = getattr(value, "proxy", value)  # a fixture bundling a proxy with more
+        if isinstance(proxy, ProxyProcess) and proxy.proc.poll() is None:
+            reactivate_all(proxy)
     for name in ("fake_a", "fake_b"):
         if name in request.fixturenames:
             fake: FakeOpenAI = request.getfixturevalue(name)

@@ -76,7 +76,11 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
             404,
             "backend_not_found",
         ),
-        (b'{"model": "a|b", "messages": [{"role": "user", "content": "x"}]}', 400, "invalid_model"),
+        (
+            b'{"model": "a|b^c", "messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "invalid_model",
+        ),
     ],
 )
 def test_bad_requests(

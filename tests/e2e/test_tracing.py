@@ -196,6 +196,8 @@ def backend(fake: FakeOpenAI) -> dict[str, Any]:
 
 def stack_config(fake: FakeOpenAI, tracing: dict[str, Any] | None) -> dict[str, Any]:
     raw = proxy_config(backend(fake), default_backend="openai:gpt-4o-mini")
+    # One shared account: a 429 test must not cool it down for the next test.
+    raw["routing"] = {"health": {"max_retry_after": 0, "rate_limit_cooldown": 0}}
     if tracing is not None:
         raw["tracing"] = tracing
     return raw

@@ -19,6 +19,7 @@ from google.genai import errors as gerrors
 from google.genai import types as gtypes
 
 from tests.e2e.clients import AnthropicFrontend, GeminiFrontend
+from tests.e2e.conftest import reactivate_all
 from tests.harness import CLIENT_KEY, PROVIDER_KEY, ProxyProcess
 
 TOOLS: Any = [
@@ -307,6 +308,7 @@ def test_provider_errors_in_the_clients_dialect(
     assert limited.value.response.json()["type"] == "error"
     assert limited.value.response.json()["error"]["type"] == "rate_limit_error"
     assert limited.value.response.headers["retry-after"]
+    reactivate_all(proxy)  # the 429's retry-after cooled the account down
 
     schema_fakes["openai-chat"].set_fault(status=503, count=1, chat_only=True)
     with pytest.raises(anthropic.APIStatusError) as overloaded:

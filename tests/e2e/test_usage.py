@@ -358,6 +358,8 @@ def multi_user_config(database: str, fake: FakeOpenAI, gemini: FakeGemini) -> di
         api_keys=[USER_ONE, USER_TWO],
         admin_keys=[ADMIN_KEY],
         usage={"enabled": True, "database": database, "prices": PRICES},
+        # The mix sends a 429 and goes on with the same account at once.
+        routing={"health": {"max_retry_after": 0, "rate_limit_cooldown": 0}},
     )
 
 

@@ -203,6 +203,8 @@ class StatusFault:
 
     status: int
     retry_after: float | None
+    #: The account is out of quota/credit (each fake answers its provider's way).
+    quota: bool = False
 
 
 class ApiError(Protocol):
@@ -746,6 +748,7 @@ class FakeUpstream(ABC, Generic[ScriptT]):
         midstream_error: int | None = None,
         count: int | None = None,
         chat_only: bool = False,
+        quota: bool = False,
     ) -> None:
         """Arm fault knobs (see :mod:`tests.fakes.base`). Knobs not given keep their state."""
         if count is not None:
@@ -756,7 +759,9 @@ class FakeUpstream(ABC, Generic[ScriptT]):
             if status > 599:
                 raise ValueError(f"status must be 400..599, got {status}")
             retry = None if retry_after is None else check_seconds("retry_after", retry_after)
-            knobs["status"] = StatusFault(status, retry)
+            knobs["status"] = StatusFault(status, retry, quota)
+        elif quota:
+            raise ValueError("quota only applies together with status")
         elif retry_after is not None:
             raise ValueError("retry_after only applies together with status")
         if delay is not None:

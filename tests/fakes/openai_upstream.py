@@ -490,6 +490,14 @@ class FakeOpenAI(FakeUpstream[ScriptedResponse]):
         if status == 401:
             message = f"Incorrect API key provided: sk-fake*********key. {_KEY_HELP}"
             return _ApiError(401, message, "invalid_request_error", None, "invalid_api_key", retry)
+        if status == 429 and fault.quota:
+            # OpenAI's out-of-credit answer: a 429 that waiting does not fix.
+            message = (
+                "You exceeded your current quota, please check your plan and billing details. "
+                "For more information on this error, read the docs: "
+                "https://platform.openai.com/docs/guides/error-codes/api-errors."
+            )
+            return _ApiError(429, message, "insufficient_quota", None, "insufficient_quota")
         if status == 429:
             wait = format_seconds(1 if retry is None else retry)
             message = (

@@ -38,7 +38,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
             },
         },
         "models": {"any": {"failover": ["openai:gpt-4o", "local:llama", "corp.1:llama"]}},
-        "retry": {"retry_on_429": False, "pool_retries": 5},
+        "retry": {"retry_on_429": False, "retry_on_auth_failure": False, "pool_retries": 5},
         "envoy": {"access_log": True},
         "limits": {"max_request_bytes": "1MiB"},
         "timeouts": {"request": "600s", "stream_idle": "120s"},
@@ -122,7 +122,7 @@ def test_routes_retries_and_timeouts() -> None:
     assert action["idle_timeout"] == "300s"
     policy = action["retry_policy"]
     assert policy["retry_on"] == "connect-failure,refused-stream,reset,5xx,retriable-status-codes"
-    assert policy["retriable_status_codes"] == [429]
+    assert policy["retriable_status_codes"] == [429, 401, 403]
     assert policy["num_retries"] == 1
     assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
     single = routes["instance/openai"]["route"]["retry_policy"]

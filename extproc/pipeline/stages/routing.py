@@ -1,23 +1,35 @@
-"""Routing: resolve the request's model selector to a cluster of the plan."""
+"""Routing: resolve what the request asks for to a cluster of the plan."""
 
 from __future__ import annotations
 
 from extproc.canonical import CanonicalRequest
+from extproc.canonical.tokens import estimate_tokens
 from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import Stage
 from extproc.routing import Resolver, apply_params, parse_selector
+from extproc.routing.resolver import RequestFacts
+
+#: The one-off routing header (a routing expression for this request only).
+ROUTE_HEADER = "x-llm-route"
 
 
 class RoutingStage(Stage):
     name = "routing"
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, *, route_header: bool = False) -> None:
         self._resolver = resolver
+        self._route_header = route_header
 
     def on_request(self, ctx: RequestContext, request: CanonicalRequest) -> None:
-        selector = parse_selector(request.model)
-        decision = self._resolver.resolve(selector)
-        ctx.selector = selector
+        facts = RequestFacts(
+            input_tokens=lambda: estimate_tokens(request),
+            first_turn=not any(m.role == "assistant" for m in request.messages),
+            client_key_id=ctx.client_key_id,
+            header_route=ctx.route_header if self._route_header else None,
+        )
+        decision = self._resolver.route(request.model, facts)
+        if "|" not in request.model and "^" not in request.model and "!" not in request.model:
+            ctx.selector = parse_selector(request.model)
         ctx.route = decision
         if decision.params:
             apply_params(request, decision.params)
