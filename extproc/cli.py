@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="LLM interactive proxy: Envoy + a Python ext_proc service.",
         epilog=(
             "Commands: serve (default), envoy-config (print the Envoy bootstrap), "
-            "capture (list/show/export/replay wire captures; capture --help)."
+            "capture (list/show/export/replay wire captures; capture --help), "
+            "key-id (the id of a client key read from stdin, for routing.rewrites)."
         ),
     )
     parser.add_argument("--config", type=Path, help="YAML config file")
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         from extproc.observe.capture_cli import main as capture_main
 
         return capture_main(argv[1:])
+    if argv and argv[0] == "key-id":
+        return key_id_main(argv[1:])
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
     args = build_parser().parse_args(argv)
     try:
@@ -314,3 +317,19 @@ def _warn_about(config: Config) -> None:
     for name, backend in config.backends.items():
         if backend.api_key is None or not backend.api_key.get_secret_value():
             log.warning("backend %s has no api_key; requests go out unauthenticated", name)
+
+
+def key_id_main(argv: list[str]) -> int:
+    """Print the id of each key read from stdin (one per line): never from argv (shell history)."""
+    from extproc.pipeline.context import key_id
+
+    if argv:
+        print("usage: python -m extproc key-id < keys.txt  (keys on stdin)", file=sys.stderr)
+        return 2
+    found = False
+    for line in sys.stdin:
+        key = line.strip()
+        if key:
+            found = True
+            print(key_id(key))
+    return 0 if found else 2

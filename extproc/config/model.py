@@ -200,6 +200,9 @@ class RoutingConfig(_Model):
     #: Honour the one-off ``x-llm-route`` request header (a routing expression
     #: for this request only). Off in multi-user mode unless set.
     route_header: bool | None = None
+    #: Racing (``a!b``): how long the first leg has to send response headers
+    #: before the next leg is sent too (Envoy request hedging).
+    race_delay: Duration = 0.05
     health: HealthPolicyConfig = Field(default_factory=HealthPolicyConfig)
 
     @field_validator("aliases")

@@ -27,6 +27,7 @@ from typing import Any
 from backends import get_type
 from extproc.config import Config
 from extproc.routing import ClusterPlan, Endpoint, plan_clusters
+from extproc.routing.topology import RACE_PREFIX
 
 EXTPROC_CLUSTER = "extproc"
 #: The capture process's gRPC service (observer roles), when capture is on.
@@ -226,6 +227,15 @@ def _route(config: Config, plan: ClusterPlan) -> dict[str, Any]:
         "auto_host_rewrite": True,
         "retry_policy": _retry_policy(config, plan),
     }
+    if plan.name.startswith(RACE_PREFIX):
+        # Racing legs: Envoy's request hedging. When the first attempt has no
+        # response headers after routing.race_delay, the next leg is sent too
+        # (a different host: previous_hosts), nothing is cancelled, and the
+        # first answer's headers win; the other attempts are reset.
+        action["hedge_policy"] = {"hedge_on_per_try_timeout": True}
+        policy = action["retry_policy"]
+        policy["per_try_timeout"] = _duration(config.routing.race_delay)
+        policy.pop("retry_priority", None)  # every leg at priority 0
     return {
         "name": plan.name,
         "match": {

@@ -61,11 +61,12 @@ def _envoy_view(app: App, envoy: dict[str, Any], instance: str) -> dict[str, Any
         return {"error": "Envoy reports no such cluster"}
     problems: dict[str, list[str]] = {}
     for name, plan in app.plans.items():
-        for host in envoy.get(name) or []:
-            priority = host["priority"]
-            if priority < len(plan.endpoints) and plan.endpoints[priority].instance == instance:
-                if not host["healthy"]:
-                    problems[name] = host["flags"] or ["unhealthy"]
+        # Envoy lists hosts by priority, then in configured order: as planned.
+        planned = sorted(plan.endpoints, key=lambda e: e.priority)
+        hosts = sorted(envoy.get(name) or [], key=lambda h: int(h["priority"]))
+        for endpoint, host in zip(planned, hosts, strict=False):
+            if endpoint.instance == instance and not host["healthy"]:
+                problems[name] = host["flags"] or ["unhealthy"]
     return {"healthy": not problems, "unhealthy_in": problems}
 
 

@@ -85,6 +85,8 @@ class RequestFacts:
     client_key_id: str | None = None
     #: The one-off ``x-llm-route`` header, when allowed.
     header_route: str | None = None
+    #: A streaming request (racing aliases race only streams).
+    streaming: bool = False
 
 
 _NO_FACTS = RequestFacts()
@@ -213,9 +215,13 @@ class Resolver:
             )
         expression = self._aliases[name]
         kind = parse_route(expression).kind
-        if kind in ("failover", "race"):
-            cluster = pool_cluster(name) if kind == "failover" else race_cluster(name)
-            decision = self._available(cluster, None, {}, f"alias {name!r} ({kind} pool)")
+        if kind == "race" and facts.streaming:
+            decision = self._available(race_cluster(name), None, {}, f"alias {name!r} (race)")
+        elif kind in ("failover", "race"):
+            # A race alias serves non-streaming requests as a failover pool.
+            decision = self._available(
+                pool_cluster(name), None, {}, f"alias {name!r} (failover pool)"
+            )
         else:
             inner = self._expression(expression, facts, depth + 1, peek)
             decision = replace(inner, reason=f"alias {name!r}: {inner.reason}")

@@ -150,8 +150,15 @@ def plan_clusters(config: Config) -> dict[str, ClusterPlan]:
         route_expr = _parse(f"routing.aliases.{alias}", expression)
         if route_expr.kind in ("failover", "race"):
             legs = [str(leg.selector) for leg in route_expr.legs]
-            name = pool_cluster(alias) if route_expr.kind == "failover" else race_cluster(alias)
-            ordered[name] = ("pool", _targets(config, f"routing.aliases.{alias}", legs))
+            targets = _targets(config, f"routing.aliases.{alias}", legs)
+            if route_expr.kind == "failover":
+                ordered[pool_cluster(alias)] = ("pool", targets)
+            else:
+                # All legs at one priority: hedged attempts go to other legs.
+                legs_at_once = [replace(e, priority=0) for e in targets]
+                ordered[race_cluster(alias)] = ("pool", legs_at_once)
+                # Non-streaming requests are not raced: they fail over in order.
+                ordered[pool_cluster(alias)] = ("pool", targets)
     routing = config.routing
     if routing.static_route:
         _parse("routing.static_route", routing.static_route)

@@ -70,6 +70,7 @@ def rules_config(fakes: dict[str, Any]) -> dict[str, Any]:
                 "starter": "openai:gpt-4o[first]^openai.1:gpt-4o",
                 "roomy": "openai:gpt-4o[max_context=40]^openai.1:gpt-4o",
                 "nested": "chain^claude:claude-x[weight=0]",
+                "racer": "openai:gpt-4o!openai.1:gpt-4o",
             },
             "rewrites": [{"model": "legacy-model", "to": "openai.1:gpt-4o"}],
         },
@@ -225,6 +226,36 @@ def test_one_off_route_header(proxy: ProxyProcess, fakes: dict[str, Any]) -> Non
     assert counts(fakes) == {"alpha": 0, "beta": 0, "claude": 1}
     # The header is the proxy's: it never reaches the provider.
     assert "x-llm-route" not in fakes["claude"].chat_requests()[0].headers
+
+
+def test_racing_streams_take_the_leg_that_answers_first(
+    proxy: ProxyProcess, fakes: dict[str, Any]
+) -> None:
+    fakes["alpha"].set_fault(delay=2.5, count=2, chat_only=True)
+    client = openai.OpenAI(base_url=proxy.openai_base_url, api_key=CLIENT_KEY, max_retries=0)
+    for _ in range(2):  # the race cluster alternates which leg goes first
+        started = time.monotonic()
+        chunks = list(
+            client.chat.completions.create(
+                model="racer", messages=[{"role": "user", "content": "go"}], stream=True
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text.startswith("beta says hello")
+        assert time.monotonic() - started < 1.5  # not the slow leg's 2.5 s
+    seen = counts(fakes)
+    assert seen["beta"] == 2
+    assert seen["alpha"] >= 1  # alpha went first at least once, and beta was sent beside it
+
+
+def test_racing_aliases_fail_over_for_non_streaming_requests(
+    proxy: ProxyProcess, fakes: dict[str, Any]
+) -> None:
+    fakes["alpha"].set_fault(status=503, count=1, chat_only=True)
+    with httpx.Client(timeout=30) as client:
+        response = chat(client, proxy, "racer")
+    assert response.status_code == 200
+    assert counts(fakes) == {"alpha": 1, "beta": 1, "claude": 0}  # in order, no hedging
 
 
 def test_bad_expressions_get_clear_errors(proxy: ProxyProcess) -> None:

@@ -43,6 +43,22 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "limits": {"max_request_bytes": "1MiB"},
         "timeouts": {"request": "600s", "stream_idle": "120s"},
     },
+    "routing": {
+        "backends": {
+            "openai": {"api_key": "sk-fake-a"},
+            "openai.1": {"api_key": "sk-fake-b"},
+            "claude": {"type": "anthropic", "api_key": "sk-fake-c"},
+        },
+        "routing": {
+            "aliases": {
+                "chain": "openai:gpt-4o|openai.1:gpt-4o|claude:claude-sonnet-4",
+                "racer": "openai:gpt-4o!claude:claude-sonnet-4",
+                "mix": "openai:gpt-4o[weight=2]^claude:claude-sonnet-4",
+            },
+            "race_delay": "80ms",
+        },
+        "timeouts": {"attempt": "30s"},
+    },
 }
 
 
@@ -234,3 +250,22 @@ def test_upstream_role_only_where_envoy_chooses_the_host() -> None:
     assert per_attempt["request_body_mode"] == "BUFFERED"
     shared = upstream_filters("pool/twin")[0]["typed_config"]["processing_mode"]
     assert shared["request_body_mode"] == "NONE"
+
+
+def test_routing_aliases_plan_pools_suffixes_and_a_hedged_race() -> None:
+    boot = bootstrap("routing")
+    planned = clusters(boot)
+    # Failover aliases: a pool, and suffixes to start past disabled targets.
+    assert {"pool/chain", "pool/chain~1", "race/racer", "pool/racer"} <= set(planned)
+    assert "pool/mix" not in planned  # weighted choice happens in the ROUTER role
+    suffix = planned["pool/chain~1"]["load_assignment"]["endpoints"]
+    assert [p.get("priority", 0) for p in suffix] == [0, 1]
+    race = planned["race/racer"]["load_assignment"]["endpoints"]
+    assert len(race) == 1 and len(race[0]["lb_endpoints"]) == 2  # both legs at priority 0
+    virtual_host = hcm(boot)["route_config"]["virtual_hosts"][0]
+    routes = {r["name"]: r["route"] for r in virtual_host["routes"] if "route" in r}
+    assert routes["race/racer"]["hedge_policy"] == {"hedge_on_per_try_timeout": True}
+    assert routes["race/racer"]["retry_policy"]["per_try_timeout"] == "0.08s"
+    assert "retry_priority" not in routes["race/racer"]["retry_policy"]
+    assert routes["pool/chain"]["retry_policy"]["per_try_timeout"] == "30s"
+    assert routes["pool/chain"]["retry_policy"]["retriable_status_codes"] == [429, 401, 403]

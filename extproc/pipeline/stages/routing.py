@@ -26,6 +26,7 @@ class RoutingStage(Stage):
             first_turn=not any(m.role == "assistant" for m in request.messages),
             client_key_id=ctx.client_key_id,
             header_route=ctx.route_header if self._route_header else None,
+            streaming=request.stream,
         )
         decision = self._resolver.route(request.model, facts)
         if "|" not in request.model and "^" not in request.model and "!" not in request.model:
