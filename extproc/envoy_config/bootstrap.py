@@ -38,6 +38,9 @@ HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
 
 _T = "type.googleapis.com/"
 _HCM = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_OTEL_ACCESS_LOG = (
+    _T + "envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig"
+)
 _EXT_PROC = _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 _ROUTER = _T + "envoy.extensions.filters.http.router.v3.Router"
 _UPSTREAM_CODEC = _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
@@ -189,6 +192,47 @@ def _observer(config: Config, grpc_limit: int, role: str) -> dict[str, Any]:
     if role == "observe-provider":
         typed["request_attributes"] = [HOST_METADATA_ATTRIBUTE]  # which backend instance
     return {"name": "envoy.filters.http.ext_proc", "typed_config": typed}
+
+
+#: The attempt log: one OpenTelemetry log record per upstream attempt, streamed in
+#: batches to the extproc's LogsService (extproc/server/attempt_log.py), which
+#: feeds the health board. Off the request path: no ext_proc message per attempt.
+ATTEMPT_LOG_NAME = "llm-attempts"
+ATTEMPT_LOG_FIELDS = {
+    "instance": "%UPSTREAM_METADATA(llm:instance)%",
+    "status": "%RESPONSE_CODE%",
+    "retry_after": "%RESP(retry-after)%",
+    "flags": "%RESPONSE_FLAGS%",
+    "request_id": "%REQ(x-request-id)%",
+}
+
+
+def _attempt_log(config: Config) -> dict[str, Any]:
+    return {
+        "name": "envoy.access_loggers.open_telemetry",
+        "typed_config": {
+            "@type": _OTEL_ACCESS_LOG,
+            "common_config": {
+                "log_name": ATTEMPT_LOG_NAME,
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+                # Health news travels within this long; batches keep it cheap.
+                "buffer_flush_interval": _duration(ATTEMPT_LOG_FLUSH),
+                "buffer_size_bytes": 16384,
+            },
+            "body": {"string_value": "attempt"},
+            "attributes": {
+                "values": [
+                    {"key": key, "value": {"string_value": value}}
+                    for key, value in ATTEMPT_LOG_FIELDS.items()
+                ]
+            },
+        },
+    }
+
+
+#: Seconds Envoy buffers attempt records before sending them.
+ATTEMPT_LOG_FLUSH = 0.02
 
 
 def _router_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
@@ -451,7 +495,10 @@ def _listener(
                 "direct_response": {"status": 404, "body": {"inline_string": "no route"}},
             }
         )
-    filters = [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}]
+    router: dict[str, Any] = {"@type": _ROUTER}
+    if baseline is None:
+        router["upstream_log"] = [_attempt_log(config)]
+    filters = [{"name": "envoy.filters.http.router", "typed_config": router}]
     if baseline is None:
         filters.insert(0, _router_ext_proc(config, grpc_limit))
         if _observers(config):
@@ -616,19 +663,15 @@ def _upstream_ext_proc(config: Config, grpc_limit: int, with_body: bool) -> dict
             "message_timeout": _duration(config.timeouts.extproc_message),
             "processing_mode": {
                 "request_header_mode": "SEND",
-                # Every attempt's status reaches the proxy's health board
-                # (extproc/routing/health.py): a 401 or 429 Envoy retried is
-                # never seen by the ROUTER role.
-                "response_header_mode": "SEND",
+                # Every attempt's status reaches the health board through the
+                # router's upstream log instead (_attempt_log): no message here.
+                "response_header_mode": "SKIP",
                 # "shared" clusters get a final body from the ROUTER role.
                 "request_body_mode": "BUFFERED" if with_body else "NONE",
-                # An error answer's body is asked for per attempt (mode
-                # override): quota errors are told apart from rate limits by it.
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
-            "allow_mode_override": True,
             # The chosen host's metadata: this is how the UPSTREAM role knows
             # which backend (and model) this attempt goes to.
             "request_attributes": [HOST_METADATA_ATTRIBUTE],

@@ -47,6 +47,7 @@ from extproc.processing.headers import (
 )
 from extproc.processing.translate import StreamTranslator
 from extproc.routing.diagnostics import diagnostics, reactivate
+from extproc.routing.health import is_quota_error
 
 if TYPE_CHECKING:
     from extproc.processing.app import App
@@ -73,7 +74,6 @@ class RouterProcessor:
         self._status = 0
         self._backend: Codec | None = None
         self._retry_after: str | None = None
-        self._reports_health = False
         self._mode: str = "buffer"
         self._translator: StreamTranslator | None = None
         self._translate_seconds = 0.0
@@ -276,9 +276,6 @@ class RouterProcessor:
                 ctx.backend = host.get("instance")
                 if host.get("model"):
                     ctx.model = host["model"]
-                self._reports_health = self._single_endpoint(ctx)
-                if self._reports_health and self._status < 400 and ctx.backend:
-                    self.app.health.observe(ctx.backend, self._status)
         remove = [
             h for h in headers if h in RESPONSE_HEADERS_TO_STRIP or h.startswith(INTERNAL_PREFIX)
         ]
@@ -468,22 +465,18 @@ class RouterProcessor:
         if self._backend is not None:
             error = self._backend.decode_error(self._status, body, self._retry_after)
             ctx = self.ctx
-            if self._reports_health and ctx is not None and ctx.backend:
+            if (
+                ctx is not None
+                and ctx.backend
+                and is_quota_error(self._status, error.code, error.message)
+            ):
+                # Envoy's attempt log carries statuses, not bodies: only an answer
+                # read here tells an exhausted quota from a rate limit.
                 self.app.health.observe(
-                    ctx.backend,
-                    self._status,
-                    retry_after=self._retry_after,
-                    code=error.code,
-                    message=error.message,
+                    ctx.backend, self._status, code=error.code, message=error.message
                 )
             return error
         return local_reply_error(self._status, body, self._retry_after)
-
-    def _single_endpoint(self, ctx: RequestContext) -> bool:
-        """No UPSTREAM role on this cluster: the health board hears from this role."""
-        route = ctx.route
-        plan = self.app.plans.get(route.cluster) if route is not None else None
-        return plan is not None and len(plan.endpoints) == 1
 
     def internal_error(self, kind: str, exc: Exception) -> Action:
         """An unexpected failure (a bug) while handling ``kind``: tell the client.

@@ -40,8 +40,6 @@ class UpstreamProcessor:
         self.backend: BackendRuntime | None = (
             app.backends.get(instance) if isinstance(instance, str) else None
         )
-        self._status = 0
-        self._retry_after: str | None = None
 
     def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
         backend = self.backend
@@ -83,41 +81,6 @@ class UpstreamProcessor:
             )
             return self._fail(f"the request could not be encoded for {backend.instance}: {exc}")
         return Continue(set_headers=set_headers, body=out)
-
-    # -- the attempt's answer: the health board learns every attempt's status ---------
-
-    def response_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
-        backend = self.backend
-        if backend is None:
-            return Continue()
-        try:
-            self._status = int(headers.get(":status", "0"))
-        except ValueError:
-            return Continue()
-        self._retry_after = headers.get("retry-after")
-        if self._status < 400 or end_of_stream:
-            self.app.health.observe(backend.instance, self._status, retry_after=self._retry_after)
-            return Continue()
-        # An error: read it (quota or rate limit?) before Envoy decides on a retry.
-        return Continue(response_body_mode="buffered")
-
-    def response_body(self, body: bytes, end_of_stream: bool) -> Action:
-        backend = self.backend
-        if backend is None or self._status < 400:
-            return Continue()
-        try:
-            error = backend.codec.decode_error(self._status, body, self._retry_after)
-            code, message = error.code, error.message
-        except Exception:  # an answer in no known shape: the status alone
-            code, message = None, body[:300].decode("utf-8", "replace")
-        self.app.health.observe(
-            backend.instance,
-            self._status,
-            retry_after=self._retry_after,
-            code=code,
-            message=message,
-        )
-        return Continue()
 
     def internal_error(self, kind: str, exc: Exception) -> Reply:
         """An unexpected failure while handling ``kind``: fail this attempt."""

@@ -46,6 +46,8 @@ class InstanceHealth:
     since: float | None = None
     successes: int = 0
     failures: int = 0
+    #: 429s without retry-after since the last success (each doubles the cool-down).
+    rate_limits: int = 0
     last_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LAST_ERRORS))
 
 
@@ -148,6 +150,7 @@ class HealthBoard:
         with self._lock:
             if 200 <= status < 400:
                 health.successes += 1
+                health.rate_limits = 0
                 return
             health.failures += 1
             health.last_errors.append(
@@ -177,8 +180,14 @@ class HealthBoard:
             elif status == 429:
                 wait = parse_retry_after(retry_after)
                 if wait is None:
-                    wait = policy.rate_limit_cooldown
-                    why = "rate limited (429)"
+                    # No hint: back off exponentially while the 429s keep coming
+                    # (an exhausted quota seen only as a status looks like this).
+                    health.rate_limits += 1
+                    wait = min(
+                        policy.rate_limit_cooldown * 2 ** min(health.rate_limits - 1, 20),
+                        policy.max_retry_after,
+                    )
+                    why = f"rate limited (429 #{health.rate_limits} without retry-after)"
                 else:
                     wait = min(wait, policy.max_retry_after)
                     why = f"rate limited (429, retry-after {retry_after})"
@@ -191,6 +200,7 @@ class HealthBoard:
             return False
         with self._lock:
             health.state, health.until, health.reason, health.since = "ok", None, "", None
+            health.rate_limits = 0  # a fresh start
         return True
 
     def snapshot(self, instance: str) -> dict[str, Any]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from extproc.processing import App
+from extproc.server.attempt_log import AttemptLogService
 from extproc.server.servicer import ExternalProcessor
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ async def start_grpc_server(app: App, host: str, port: int) -> grpc.aio.Server:
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(  # type: ignore[no-untyped-call]
         ExternalProcessor(app), server
+    )
+    # Envoy's attempt log (every upstream attempt's status) for the health board.
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        AttemptLogService(app.health), server
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

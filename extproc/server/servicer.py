@@ -222,12 +222,6 @@ def _dispatch(processor: Processor, kind: str, request: Any) -> Action | Awaitab
         if kind == "response_body":
             body = request.response_body
             return _maybe_offload(processor.response_body, body.body, body.end_of_stream)
-    elif kind == "response_headers":
-        message = request.response_headers
-        return processor.response_headers(headers_dict(message.headers), message.end_of_stream)
-    elif kind == "response_body":
-        body = request.response_body
-        return processor.response_body(body.body, body.end_of_stream)
     # Trailers and anything unexpected: let it pass unchanged.
     log.debug("ext_proc: passing %s through unchanged", kind)
     return Continue()

@@ -125,6 +125,18 @@ def diagnostics(proxy: ProxyProcess, **query: str) -> dict[str, Any]:
     return response.json()
 
 
+def wait_state(proxy: ProxyProcess, instance: str, state: str) -> dict[str, Any]:
+    """Envoy's attempt log reaches the health board within milliseconds, not at once."""
+    found: dict[str, Any] = {}
+
+    def reached() -> bool:
+        found.update(diagnostics(proxy)["instances"][instance]["proxy"])
+        return found["state"] == state
+
+    wait_for(reached, 5, what=f"{instance} {state}")
+    return found
+
+
 # -- rules -----------------------------------------------------------------------------
 
 
@@ -278,13 +290,14 @@ def test_revoked_key_disables_the_instance_until_reactivated(
     alpha = fakes["alpha"]
     alpha.set_fault(status=401, chat_only=True)  # every request: the key is revoked
     with httpx.Client(timeout=30) as client:
-        answers = [chat(client, proxy, "chain") for _ in range(5)]
+        first = chat(client, proxy, "chain")  # 401 from alpha, retried on beta
+        state = wait_state(proxy, "openai", "disabled")
+        answers = [first] + [chat(client, proxy, "chain") for _ in range(4)]
     assert [r.status_code for r in answers] == [200] * 5  # none lost
-    # The first request found out (401, retried on the next account); the rest skip alpha.
+    # The first request found out; the rest skip alpha.
     assert counts(fakes) == {"alpha": 1, "beta": 5, "claude": 0}
+    assert "401" in state["reason"]
     report = diagnostics(proxy, model="chain")
-    state = report["instances"]["openai"]["proxy"]
-    assert state["state"] == "disabled" and "401" in state["reason"]
     assert state["last_errors"][-1]["status"] == 401
     assert report["decision"]["chosen"]["targets"][0]["instance"] == "openai.1"
 
@@ -310,11 +323,31 @@ def test_quota_exhausted_disables_like_a_revoked_key(
 ) -> None:
     fakes["alpha"].set_fault(status=429, quota=True, chat_only=True)
     with httpx.Client(timeout=30) as client:
+        # The answer read by the proxy (the last attempt) says "quota", not "slow down".
+        refused = chat(client, proxy, "openai:gpt-4o")
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "insufficient_quota"
+        state = wait_state(proxy, "openai", "disabled")
+        assert state["reason"].startswith("quota")
         answers = [chat(client, proxy, "pool3") for _ in range(4)]
     assert all(r.status_code == 200 for r in answers)
     assert counts(fakes) == {"alpha": 1, "beta": 4, "claude": 0}
-    state = diagnostics(proxy)["instances"]["openai"]["proxy"]
-    assert state["state"] == "disabled" and state["reason"].startswith("quota")
+
+
+def test_repeated_429s_without_retry_after_back_off_exponentially(
+    proxy: ProxyProcess, fakes: dict[str, Any]
+) -> None:
+    """A quota 429 retried inside a pool reaches the proxy as a status only."""
+    fakes["alpha"].set_fault(status=429, quota=True, chat_only=True)
+    waits = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(2):
+            assert chat(client, proxy, "pool3").status_code == 200  # beta answers
+            state = wait_state(proxy, "openai", "cooling")
+            waits.append(state["seconds_left"])
+            time.sleep(state["seconds_left"] + 0.2)  # cooled down: alpha is tried again
+    # rate_limit_cooldown (2 s), then twice that while no success comes in between.
+    assert waits[0] <= 2.0 < waits[1] <= 4.0
 
 
 def test_429_storm_with_retry_after_cools_down_for_that_long(
@@ -322,11 +355,12 @@ def test_429_storm_with_retry_after_cools_down_for_that_long(
 ) -> None:
     fakes["alpha"].set_fault(status=429, retry_after=2, chat_only=True)
     with httpx.Client(timeout=30) as client:
-        answers = [chat(client, proxy, "chain") for _ in range(20)]
+        first = chat(client, proxy, "chain")
+        state = wait_state(proxy, "openai", "cooling")
+        assert 0 < state["seconds_left"] <= 2
+        answers = [first] + [chat(client, proxy, "chain") for _ in range(19)]
         assert all(r.status_code == 200 for r in answers)
         assert counts(fakes)["alpha"] == 1  # then skipped while cooling
-        state = diagnostics(proxy)["instances"]["openai"]["proxy"]
-        assert state["state"] == "cooling" and 0 < state["seconds_left"] <= 2
         fakes["alpha"].clear_faults()
         time.sleep(2.2)
         assert chat(client, proxy, "chain").status_code == 200
@@ -339,6 +373,7 @@ def test_every_instance_cooling_tells_the_client_to_slow_down(
     fakes["alpha"].set_fault(status=429, retry_after=30, chat_only=True)
     with httpx.Client(timeout=30) as client:
         first = chat(client, proxy, "openai:gpt-4o")
+        wait_state(proxy, "openai", "cooling")
         second = chat(client, proxy, "openai:gpt-4o")
     assert first.status_code == 429  # the provider's own answer
     assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limited"

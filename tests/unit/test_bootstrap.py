@@ -269,3 +269,14 @@ def test_routing_aliases_plan_pools_suffixes_and_a_hedged_race() -> None:
     assert "retry_priority" not in routes["race/racer"]["retry_policy"]
     assert routes["pool/chain"]["retry_policy"]["per_try_timeout"] == "30s"
     assert routes["pool/chain"]["retry_policy"]["retriable_status_codes"] == [429, 401, 403]
+
+
+def test_every_attempt_is_logged_to_the_health_board() -> None:
+    boot = bootstrap("routing")
+    [router] = [f for f in hcm(boot)["http_filters"] if f["name"] == "envoy.filters.http.router"]
+    [attempts] = router["typed_config"]["upstream_log"]
+    typed = attempts["typed_config"]
+    assert typed["common_config"]["grpc_service"] == {"envoy_grpc": {"cluster_name": "extproc"}}
+    fields = {kv["key"]: kv["value"]["string_value"] for kv in typed["attributes"]["values"]}
+    assert fields["instance"] == "%UPSTREAM_METADATA(llm:instance)%"
+    assert fields["retry_after"] == "%RESP(retry-after)%"

@@ -330,3 +330,60 @@ def test_key_id_command_reads_keys_from_stdin(
     assert main(["key-id"]) == 0
     assert capsys.readouterr().out.split() == [key_id("sk-fake-one"), key_id("sk-fake-two")]
     assert main(["key-id", "sk-fake-on-the-command-line"]) == 2
+
+
+def test_429s_without_retry_after_back_off_until_a_success() -> None:
+    health, clock = board(rate_limit_cooldown=2, max_retry_after=10)
+    waits = []
+    for _ in range(5):
+        health.observe("a", 429)
+        waits.append(health.snapshot("a")["seconds_left"])
+        clock.now += 100
+    assert waits == [2.0, 4.0, 8.0, 10.0, 10.0]
+    health.observe("a", 200)
+    health.observe("a", 429)
+    assert health.snapshot("a")["seconds_left"] == 2.0
+
+
+def test_attempt_log_records_feed_the_board() -> None:
+    import asyncio
+
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+
+    from extproc.server.attempt_log import AttemptLogService
+
+    def record(**fields: str) -> Any:
+        return logs_pb2.LogRecord(
+            attributes=[
+                common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(string_value=v))
+                for k, v in fields.items()
+            ]
+        )
+
+    health, _ = board()
+    service = AttemptLogService(health)
+    request = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                scope_logs=[
+                    logs_pb2.ScopeLogs(
+                        log_records=[
+                            record(instance="a", status="401", retry_after="-"),
+                            record(instance="b", status="429", retry_after="7"),
+                            record(instance="-", status="503"),  # no host chosen
+                            record(instance="b", status="0"),  # reset: no answer
+                            record(instance="unknown", status="401"),
+                            record(instance="a", status="x"),
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    asyncio.run(service.Export(request, None))
+    assert service.records == 6
+    assert health.state("a") == "disabled"
+    assert health.state("b") == "cooling" and health.snapshot("b")["seconds_left"] == 7.0
+    assert health.snapshot("b")["failures"] == 1
