@@ -139,7 +139,9 @@ class App:
         self.telemetry = telemetry or Telemetry.from_config(config, with_usage=False)
         self.plans = plan_clusters(config)
         #: The proxy's own view of each instance's health (shared by all requests).
-        self.health = HealthBoard(config.backends, config.routing.health)
+        self.health = HealthBoard(
+            config.backends, config.routing.health, redact=self.telemetry.redact
+        )
         self.resolver = Resolver(config, self.plans, self.health)
         self.pipeline = build_pipeline(config, self.resolver, self.telemetry)
         #: Keys for the proxy's admin endpoints; empty: open (single-user mode).

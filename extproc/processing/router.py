@@ -215,6 +215,12 @@ class RouterProcessor:
         """The proxy's own endpoints (usage, diagnostics)."""
         name = params["admin"]
         admin_keys = self.app.admin_keys
+        if not admin_keys and self.app.config.multi_user_mode:
+            # Fail closed: on a shared network these endpoints are for admins only.
+            raise AuthenticationFailed(
+                "this endpoint needs an admin key; set admin_keys in the proxy config",
+                code="invalid_admin_key",
+            )
         presented = (key or "").encode("utf-8", "surrogateescape")
         admitted = key is not None and any(compare_digest(presented, k) for k in admin_keys)
         if admin_keys and not admitted:

@@ -85,9 +85,13 @@ class HealthBoard:
         instances: Iterable[str],
         policy: HealthPolicyConfig,
         clock: Callable[[], float] = time.monotonic,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.policy = policy
         self._clock = clock
+        #: Provider error messages can quote a (masked) key: they are redacted
+        #: before anyone (diagnostics) can read them.
+        self._redact = redact
         self._lock = threading.Lock()
         self._health = {name: InstanceHealth() for name in instances}
 
@@ -158,7 +162,7 @@ class HealthBoard:
                     "at": time.time(),
                     "status": status,
                     "code": code,
-                    "message": (message or "")[:300],
+                    "message": self._redact(message or "")[:300],
                 }
             )
             if is_quota_error(status, code, message):

@@ -431,6 +431,21 @@ def test_diagnostics_need_an_admin_key_in_multi_user_mode(
     assert reactivate.status_code == 401
 
 
+def test_diagnostics_fail_closed_in_multi_user_mode_without_admin_keys(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    config = rules_config(fakes)
+    config.update(multi_user_mode=True, api_keys=[CLIENT_KEY])
+    with running_proxy(tmp_path, config) as multi:
+        refused = httpx.get(
+            f"{multi.openai_base_url}/diagnostics",
+            headers={"authorization": f"Bearer {CLIENT_KEY}"},
+            timeout=10,
+        )
+    assert refused.status_code == 401
+    assert "admin_keys" in refused.json()["error"]["message"]
+
+
 # Last: the refused listener leaves Envoy connections to re-establish.
 def test_a_provider_dying_mid_run_loses_no_request(
     proxy: ProxyProcess, fakes: dict[str, Any]

@@ -387,3 +387,13 @@ def test_attempt_log_records_feed_the_board() -> None:
     assert health.state("a") == "disabled"
     assert health.state("b") == "cooling" and health.snapshot("b")["seconds_left"] == 7.0
     assert health.snapshot("b")["failures"] == 1
+
+
+def test_error_messages_are_redacted_before_diagnostics_see_them() -> None:
+    from extproc.observe.redact import Redactor
+
+    secret = "sk-fake-provider-secret-0000"
+    health = HealthBoard(["a"], HealthPolicyConfig(), redact=Redactor([secret]))
+    health.observe("a", 401, message=f"Incorrect API key provided: {secret}.")
+    [error] = health.snapshot("a")["last_errors"]
+    assert secret not in error["message"] and "[REDACTED" in error["message"]
