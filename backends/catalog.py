@@ -76,8 +76,6 @@ class BackendType:
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     quirks: RequestQuirks = field(default_factory=RequestQuirks)
     description: str = ""
-    #: Other documented base URLs (regions), for docs and error messages.
-    other_base_urls: tuple[str, ...] = ()
 
 
 _ANTHROPIC_OPTIONS: Mapping[str, tuple[str, ...]] = {
@@ -143,10 +141,6 @@ CATALOG: dict[str, BackendType] = {
             name="zai",
             schema="openai-chat",
             default_base_url="https://api.z.ai/api/paas/v4",
-            other_base_urls=(
-                "https://open.bigmodel.cn/api/paas/v4",
-                "https://api.z.ai/api/coding/paas/v4",
-            ),
             quirks=RequestQuirks(temperature=(0.0, 1.0)),
             description="Z.AI / Zhipu GLM. temperature is 0..1 (clamped).",
         ),
@@ -154,10 +148,6 @@ CATALOG: dict[str, BackendType] = {
             name="qwen",
             schema="openai-chat",
             default_base_url="https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
-            other_base_urls=(
-                "https://dashscope.aliyuncs.com/compatible-mode/v1",
-                "https://dashscope-us.aliyuncs.com/compatible-mode/v1",
-            ),
             # Hybrid-thinking Qwen3 models answer 400 to a non-streaming request
             # unless thinking is off.
             quirks=RequestQuirks(non_stream_defaults={"enable_thinking": False}),
@@ -167,7 +157,6 @@ CATALOG: dict[str, BackendType] = {
             name="minimax",
             schema="openai-chat",
             default_base_url="https://api.minimax.io/v1",
-            other_base_urls=("https://api.minimaxi.com/v1",),
             quirks=RequestQuirks(temperature=(0.0, 1.0), low_exclusive=True),
             description="MiniMax. temperature is (0, 1]: 0 becomes 0.01, above 1 becomes 1.",
         ),
@@ -207,7 +196,6 @@ CATALOG: dict[str, BackendType] = {
             name="kimi",
             schema="openai-chat",
             default_base_url="https://api.moonshot.ai/v1",
-            other_base_urls=("https://api.moonshot.cn/v1",),
             quirks=RequestQuirks(temperature=(0.0, 1.0)),
             description="Moonshot AI (Kimi) open platform. temperature is 0..1 (clamped).",
         ),

@@ -487,6 +487,14 @@ class Config(_Model):
             names.sort(key=_instance_order)
         return out
 
+    def model_owners(self) -> dict[str, str]:
+        """Model name -> the first instance whose ``models`` lists it."""
+        owners: dict[str, str] = {}
+        for instance, backend in self.backends.items():
+            for model in backend.models:
+                owners.setdefault(model, instance)
+        return owners
+
     def backend_type(self, instance: str) -> str:
         backend = self.backends[instance]
         if backend.type:

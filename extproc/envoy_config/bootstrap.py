@@ -202,8 +202,6 @@ ATTEMPT_LOG_FIELDS = {
     "instance": "%UPSTREAM_METADATA(llm:instance)%",
     "status": "%RESPONSE_CODE%",
     "retry_after": "%RESP(retry-after)%",
-    "flags": "%RESPONSE_FLAGS%",
-    "request_id": "%REQ(x-request-id)%",
 }
 
 

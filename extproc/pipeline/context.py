@@ -10,7 +10,7 @@ from typing import Any
 
 from extproc.canonical import Usage
 from extproc.observe.tracing import NO_SPAN, RequestSpan
-from extproc.routing import RouteDecision, Selector
+from extproc.routing import RouteDecision
 
 
 @dataclass
@@ -24,7 +24,6 @@ class RequestContext:
     headers: dict[str, str]
     #: The client's credential as presented (never logged, never forwarded).
     client_key: str | None = None
-    selector: Selector | None = None
     route: RouteDecision | None = None
     started: float = field(default_factory=time.monotonic)
     #: Wall clock at the start (seconds since the epoch), for records.

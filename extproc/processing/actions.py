@@ -23,7 +23,7 @@ class Continue:
     clear_route_cache: bool = False
     #: From a response-headers reply: switch the response body to STREAMED
     #: (translate chunk by chunk) or NONE (it passes through unseen).
-    response_body_mode: Literal["streamed", "buffered", "none"] | None = None
+    response_body_mode: Literal["streamed", "none"] | None = None
     dynamic_metadata: dict[str, dict[str, Any]] | None = None
 
 

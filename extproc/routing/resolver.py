@@ -105,18 +105,18 @@ class Resolver:
         self.plans = plans if plans is not None else plan_clusters(config)
         self.health = health or HealthBoard(config.backends, config.routing.health)
         self._families = config.families()
-        self._model_owner: dict[str, str] = {}
-        for instance, backend in config.backends.items():
-            for model in backend.models:
-                self._model_owner.setdefault(model, instance)
+        self._model_owner = config.model_owners()
         default = config.default_backend
         self._default_backend, _, default_model = (default or "").partition(":")
         self.default_model = default_model or None
         self._aliases = dict(config.routing.aliases)
         #: Normalized ``|`` / ``!`` alias expressions -> their planned cluster.
         self._planned: dict[str, str] = {}
+        #: Each alias's kind, parsed once.
+        self._alias_kinds: dict[str, str] = {}
         for name, expression in self._aliases.items():
             parsed = parse_route(expression)
+            self._alias_kinds[name] = parsed.kind
             if parsed.kind == "failover":
                 self._planned.setdefault(str(parsed), pool_cluster(name))
             elif parsed.kind == "race":
@@ -214,7 +214,7 @@ class Resolver:
                 code="invalid_model",
             )
         expression = self._aliases[name]
-        kind = parse_route(expression).kind
+        kind = self._alias_kinds[name]
         if kind == "race" and facts.streaming:
             decision = self._available(race_cluster(name), None, {}, f"alias {name!r} (race)")
         elif kind in ("failover", "race"):
@@ -391,9 +391,6 @@ class Resolver:
             {**endpoint.params, **params},
             reason,
         )
-
-    def instances(self, cluster: str) -> list[str]:
-        return [e.instance for e in self.plans[cluster].endpoints]
 
     def _backend_cluster(self, backend: str) -> str | None:
         """An instance by exact name; else a family (several accounts fail over)."""

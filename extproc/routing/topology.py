@@ -195,10 +195,7 @@ def _targets(config: Config, where: str, targets: list[str]) -> list[Endpoint]:
     """Ordered ``backend:model`` targets (a family stands for its instances, in order)."""
     out: list[Endpoint] = []
     families = config.families()
-    owners: dict[str, str] = {}
-    for instance, backend in config.backends.items():
-        for listed in backend.models:
-            owners.setdefault(listed, instance)
+    owners = config.model_owners()
     for target in targets:
         try:
             selector = parse_selector(target)

@@ -38,7 +38,6 @@ OFFLOAD_BYTES = 256 * 1024
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 _NONE = processing_mode_pb2.ProcessingMode.NONE
-_BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 
 
 def headers_dict(header_map: Any) -> dict[str, str]:
@@ -124,8 +123,6 @@ def to_response(kind: str, action: Action) -> Any:
         response.mode_override.response_body_mode = _STREAMED
     elif action.response_body_mode == "none":
         response.mode_override.response_body_mode = _NONE
-    elif action.response_body_mode == "buffered":
-        response.mode_override.response_body_mode = _BUFFERED
     if action.dynamic_metadata:
         response.dynamic_metadata.update(action.dynamic_metadata)
     return response

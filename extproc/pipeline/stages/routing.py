@@ -6,7 +6,7 @@ from extproc.canonical import CanonicalRequest
 from extproc.canonical.tokens import estimate_tokens
 from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import Stage
-from extproc.routing import Resolver, apply_params, parse_selector
+from extproc.routing import Resolver, apply_params
 from extproc.routing.resolver import RequestFacts
 
 #: The one-off routing header (a routing expression for this request only).
@@ -29,8 +29,6 @@ class RoutingStage(Stage):
             streaming=request.stream,
         )
         decision = self._resolver.route(request.model, facts)
-        if "|" not in request.model and "^" not in request.model and "!" not in request.model:
-            ctx.selector = parse_selector(request.model)
         ctx.route = decision
         if decision.params:
             apply_params(request, decision.params)
