@@ -47,14 +47,23 @@ async def measure(
     requests: int,
     streams: int,
     rounds: int = 5,
+    bodies: tuple[bytes, bytes] | None = None,
+    reference: str = "proxy",
 ) -> dict[str, Any]:
-    """Interleaved rounds of non-streaming and streaming requests at concurrency 1."""
+    """Interleaved rounds of non-streaming and streaming requests at concurrency 1.
+
+    ``bodies``: the (non-streaming, streaming) request bodies (default: ``chat_body``);
+    ``reference``: the target whose added latency the others' growth is relative to.
+    """
     names = list(targets)
     latencies: dict[str, list[int]] = {name: [] for name in names}
     ttfts: dict[str, list[int]] = {name: [] for name in names}
     per_chunk: dict[str, list[float]] = {name: [] for name in names}
     errors = dict.fromkeys(names, 0)
-    plain, streamed = chat_body("gpt-4o-mini", stream=False), chat_body("gpt-4o-mini", stream=True)
+    plain, streamed = bodies or (
+        chat_body("gpt-4o-mini", stream=False),
+        chat_body("gpt-4o-mini", stream=True),
+    )
     per_round, streams_per_round = max(1, requests // rounds), max(1, streams // rounds)
     for round_no in range(rounds):
         order = names[round_no % len(names) :] + names[: round_no % len(names)]
@@ -108,11 +117,11 @@ async def measure(
         if name != "envoy"
     }
     out["added"] = added
-    reference = added["proxy"]["p50_ms"]
+    base_added = added[reference]["p50_ms"]
     out["growth"] = {
-        name: (values["p50_ms"] / reference - 1) if reference > 0 else float("nan")
+        name: (values["p50_ms"] / base_added - 1) if base_added > 0 else float("nan")
         for name, values in added.items()
-        if name != "proxy"
+        if name != reference
     }
     return out
 

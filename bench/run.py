@@ -46,6 +46,10 @@ from bench.procs import (
     start_proxy,
 )
 from bench.profiling import PySpyRecorder, find_py_spy, summarize_speedscope
+from bench.safety import costs as safety_costs
+from bench.safety import measure as measure_safety
+from bench.safety import render as render_safety
+from bench.safety import safety_config
 from bench.stats import summarize_ns
 from bench.translation import (
     chunk_translation_cpu,
@@ -436,6 +440,30 @@ def run_observability(
     )
 
 
+def run_safety(
+    stack: contextlib.ExitStack,
+    logs: Path,
+    proxy_cfg: dict[str, Any],
+    targets: Mapping[str, Target],
+    expected_text: str,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Section 9: a proxy with every safety stage off, and one with every stage on."""
+    measured: dict[str, Target] = {"envoy": targets["envoy"]}
+    for variant in ("plain", "safety"):
+        config = safety_config(proxy_cfg, variant, logs)
+        config.update(port=free_port(), grpc_port=free_port(), admin_port=free_port())
+        start_proxy(stack, logs, config, name=f"proxy-{variant}")
+        measured[variant] = Target(variant, "127.0.0.1", config["port"], CHAT_PATH, CLIENT_KEY)
+    section = asyncio.run(
+        measure_safety(
+            measured, MODEL, expected_text, settings.latency_requests, settings.stream_requests
+        )
+    )
+    section["costs"] = safety_costs(section)
+    return section
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     out_dir = settings.out.parent
@@ -518,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             observability = run_observability(
                 stack, logs, proxy_cfg, targets, expected_text, settings
             )
+            _progress("safety: every safety stage off, and every stage on")
+            safety = run_safety(stack, logs, proxy_cfg, targets, expected_text, settings)
             if settings.profile:
                 profile = run_profile(
                     settings, targets["proxy"], extproc.pid, sampler, expected_text
@@ -537,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(reporting.render(report, settings.describe()), flush=True)
     print("\n" + render_translation(translation), flush=True)
     print("\n" + render_observability(observability), flush=True)
+    print("\n" + render_safety(safety), flush=True)
     if settings.profile:
         assert profile is not None
         print(reporting.render_profile(profile), flush=True)
@@ -547,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **report,
         "translation": translation,
         "observability": observability,
+        "safety": safety,
         "profile": profile,
         "loadavg_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }

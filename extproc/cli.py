@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Commands: serve (default), envoy-config (print the Envoy bootstrap), "
             "capture (list/show/export/replay wire captures; capture --help), "
-            "key-id (the id of a client key read from stdin, for routing.rewrites)."
+            "key-id (the id of a client key read from stdin, for routing.rewrites), "
+            "hash-key (sha256:<hex> of a key read from stdin, for api_keys)."
         ),
     )
     parser.add_argument("--config", type=Path, help="YAML config file")
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         from extproc.observe.capture_cli import main as capture_main
 
         return capture_main(argv[1:])
+    if argv and argv[0] == "hash-key":
+        return hash_key_main(argv[1:])
     if argv and argv[0] == "key-id":
         return key_id_main(argv[1:])
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
@@ -139,20 +142,21 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
         log.error("cannot start observability: %s", exc)
         return 1
     app = App(config, observability.telemetry)
+    feed = None
+    if config.capture.enabled and not config.capture.observers:
+        # The roles record; the capture process encodes and writes.
+        feed = CaptureFeed(config.capture.queue_size)
     try:
-        server = await start_grpc_server(app, config.grpc_host, config.grpc_port)
+        server = await start_grpc_server(app, config.grpc_host, config.grpc_port, feed)
     except OSError as exc:
         log.error("%s", exc)
+        if feed is not None:
+            feed.close()
         observability.close()
         return 1
     capture: CaptureProcess | None = None
     supervisor: asyncio.Task[None] | None = None
     if config.capture.enabled:
-        feed = None
-        if not config.capture.observers:
-            # The roles record; the capture process encodes and writes.
-            feed = CaptureFeed(config.capture.queue_size)
-            app.capture_sink = feed
         capture = CaptureProcess(config, feed)
         try:
             await capture.start()
@@ -332,4 +336,20 @@ def key_id_main(argv: list[str]) -> int:
         if key:
             found = True
             print(key_id(key))
+    return 0 if found else 2
+
+
+def hash_key_main(argv: list[str]) -> int:
+    """Print ``sha256:<hex>`` of each key read from stdin, for ``api_keys`` in the config."""
+    from extproc.auth import hash_key
+
+    if argv:
+        print("usage: python -m extproc hash-key < keys.txt  (keys on stdin)", file=sys.stderr)
+        return 2
+    found = False
+    for line in sys.stdin:
+        key = line.strip()
+        if key:
+            found = True
+            print(hash_key(key))
     return 0 if found else 2

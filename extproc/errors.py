@@ -47,6 +47,22 @@ class AuthenticationFailed(ProxyError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(ProxyError):
+    """403: the proxy's policy forbids this (a blocked command, tool or model)."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
+class TooManyAttempts(ProxyError):
+    """429: too many failed authentication attempts; wait ``retry-after`` seconds."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "too_many_auth_failures"
+
+
 class NotFound(ProxyError):
     """404: unknown path, model, backend or instance."""
 

@@ -23,6 +23,15 @@ from pydantic import (
 )
 
 from backends import CATALOG, SCHEMAS, AuthStyle
+from extproc.config.safety import (
+    AuthConfig,
+    CommandsConfig,
+    KeyPolicyConfig,
+    PipelineConfig,
+    RedactionConfig,
+    SandboxConfig,
+    ToolAccessConfig,
+)
 
 INSTANCE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9_-]*)(?:\.(?P<index>\d+))?$")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$")
@@ -281,6 +290,11 @@ class CaptureConfig(_Model):
     #: all busy it falls behind and drops records (counted). False: it competes
     #: with the request path on equal terms.
     low_priority: bool = True
+    #: Replace secrets in recorded bodies (the redaction stage's formats and the
+    #: proxy's own keys, one record at a time) before they are written; false:
+    #: bodies are byte-exact, secrets included (headers' credentials are masked
+    #: either way).
+    redact_secrets: bool = True
 
 
 class PriceConfig(_Model):
@@ -374,6 +388,15 @@ class Config(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     #: Keys for the proxy's own admin endpoints (usage) in multi-user mode.
     admin_keys: list[SecretStr] = Field(default_factory=list)
+    # -- agent safety (docs/safety.md) --
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    tool_access: ToolAccessConfig = Field(default_factory=ToolAccessConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    #: Per client key (by key id, ``python -m extproc key-id``): allowed models, stages off.
+    key_policies: dict[str, KeyPolicyConfig] = Field(default_factory=dict)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")
@@ -412,6 +435,19 @@ class Config(_Model):
                 raise ValueError(f"backend {name!r}: type {type_name!r} needs a base_url")
             _check_base_url(name, base_url)
         return backends
+
+    @field_validator("key_policies")
+    @classmethod
+    def _check_key_policies(
+        cls, policies: dict[str, KeyPolicyConfig]
+    ) -> dict[str, KeyPolicyConfig]:
+        for key in policies:
+            if not re.fullmatch(r"key-[0-9a-f]{12}", key):
+                raise ValueError(
+                    f"key_policies: {key!r} is not a key id ('key-' and 12 hex digits; "
+                    "'python -m extproc key-id' prints one)"
+                )
+        return policies
 
     @field_validator("models")
     @classmethod

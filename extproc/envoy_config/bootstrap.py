@@ -26,15 +26,20 @@ from typing import Any
 
 from backends import get_type
 from extproc.config import Config
+from extproc.internalapi import (
+    CLUSTER_HEADER,
+    HOST_METADATA_ATTRIBUTE,
+    METADATA_NAMESPACE,
+    OBSERVE_CLIENT_ROLE,
+    OBSERVE_PROVIDER_ROLE,
+    ROLE_METADATA,
+)
 from extproc.routing import ClusterPlan, Endpoint, plan_clusters
 from extproc.routing.topology import RACE_PREFIX
 
 EXTPROC_CLUSTER = "extproc"
 #: The capture process's gRPC service (observer roles), when capture is on.
 CAPTURE_CLUSTER = "extproc_capture"
-CLUSTER_HEADER = "x-llm-cluster"
-METADATA_NAMESPACE = "llm"
-HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
 
 _T = "type.googleapis.com/"
 _HCM = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -143,10 +148,6 @@ def render(bootstrap: dict[str, Any]) -> str:
 # -- listener ----------------------------------------------------------------
 
 
-#: gRPC metadata naming the role of each ext_proc filter (extproc/server/servicer.py).
-ROLE_METADATA = "x-llm-role"
-
-
 def _observers(config: Config) -> bool:
     """Capture from Envoy's side: the observer filters and the capture process."""
     return config.capture.enabled and config.capture.observers
@@ -189,7 +190,7 @@ def _observer(config: Config, grpc_limit: int, role: str) -> dict[str, Any]:
             "response_trailer_mode": "SKIP",
         },
     }
-    if role == "observe-provider":
+    if role == OBSERVE_PROVIDER_ROLE:
         typed["request_attributes"] = [HOST_METADATA_ATTRIBUTE]  # which backend instance
     return {"name": "envoy.filters.http.ext_proc", "typed_config": typed}
 
@@ -502,12 +503,15 @@ def _listener(
         if _observers(config):
             # First in the chain: it sees the client's request before the ROUTER
             # role changes it, and the answer after the ROUTER translated it.
-            filters.insert(0, _observer(config, grpc_limit, "observe-client"))
+            filters.insert(0, _observer(config, grpc_limit, OBSERVE_CLIENT_ROLE))
     hcm: dict[str, Any] = {
         "@type": _HCM,
         "stat_prefix": "llm" if name == "main" else f"llm_{name}",
         "codec_type": "AUTO",
         "use_remote_address": True,
+        # The client address the proxy's lockout uses is the x-forwarded-for
+        # entry Envoy trusts: the same number of trusted hops on both sides.
+        "xff_num_trusted_hops": config.auth.trusted_hops,
         "normalize_path": True,
         "merge_slashes": True,
         "stream_idle_timeout": _duration(config.timeouts.stream_idle),
@@ -806,7 +810,7 @@ def _llm_cluster(
                         else []
                     ),
                     # Last before the codec: the exact bytes of each attempt, both ways.
-                    *([_observer(config, grpc_limit, "observe-provider")] if observe else []),
+                    *([_observer(config, grpc_limit, OBSERVE_PROVIDER_ROLE)] if observe else []),
                     {
                         "name": "envoy.filters.http.upstream_codec",
                         "typed_config": {"@type": _UPSTREAM_CODEC},

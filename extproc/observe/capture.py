@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import gzip
 import json
@@ -440,8 +441,11 @@ class CaptureWriter:
         wall: Callable[[], float] = time.time,
         hostname: str | None = None,
         opener: Opener | None = None,
+        body_filter: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.config = config
+        #: Applied to every record's body before it is written (secret redaction).
+        self._body_filter = body_filter
         self.directory = Path(config.directory)
         self._monotonic = monotonic
         self._wall = wall
@@ -676,8 +680,11 @@ class CaptureWriter:
     def _write_batch(self, records: list[CaptureRecord]) -> None:
         pending = bytearray()
         count = 0
+        body_filter = self._body_filter
         for record in records:
             try:
+                if body_filter is not None and record.body:
+                    record = dataclasses.replace(record, body=body_filter(record.body))
                 data = encode_record(record)
             except Exception:
                 log.exception("capture: cannot encode a record of %s", record.request_id)

@@ -309,6 +309,13 @@ class Metrics:
             ["backend", "outcome"],
             registry=reg,
         )
+        self.safety_actions = Counter(
+            "llm_proxy_safety_actions",
+            "What the safety stages did: secrets redacted (by direction and kind), tool calls "
+            "blocked (by stage and rule), lockouts.",
+            ["stage", "action", "detail"],
+            registry=reg,
+        )
         self._queues = _QueueCollector()
         reg.register(self._queues)
 
@@ -326,6 +333,7 @@ class Metrics:
         self._ttft: _Children[tuple[str, str], Histogram] = _Children(self.ttft_seconds)
         self._tokens: dict[tuple[str, str], tuple[Counter, ...]] = {}
         self._attempts: _Children[tuple[str, str], Counter] = _Children(self.upstream_attempts)
+        self._safety: _Children[tuple[str, str, str], Counter] = _Children(self.safety_actions)
 
         self.server: WSGIServer | None = None
         self.port = 0
@@ -444,6 +452,14 @@ class Metrics:
             counter = self._attempts.get_child(key, key)
         counter.inc()
 
+    def count_safety(self, stage: str, action: str, detail: str, count: int = 1) -> None:
+        """A safety stage acted, e.g. ``("commands", "blocked", "git-reset-hard")``."""
+        key = (stage, action, detail)
+        counter = self._safety.get(key)
+        if counter is None:
+            counter = self._safety.get_child(key, key)
+        counter.inc(count)
+
     # -- callbacks ------------------------------------------------------------
 
     def watch_queue(
@@ -552,6 +568,9 @@ class NullMetrics(Metrics):
         return None
 
     def count_attempt(self, backend: str, outcome: str) -> None:
+        return None
+
+    def count_safety(self, stage: str, action: str, detail: str, count: int = 1) -> None:
         return None
 
     def watch_queue(

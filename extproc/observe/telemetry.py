@@ -28,6 +28,7 @@ from extproc.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
+from extproc.internalapi import METADATA_NAMESPACE
 from extproc.observe.metrics import Metrics
 from extproc.observe.redact import Redactor
 from extproc.observe.tracing import ChildSpan, RequestSpan, Tracing, provider_name
@@ -303,7 +304,7 @@ class Telemetry:
         ttft = ctx.ttft
         if ttft is not None:
             fields["ttft_ms"] = round(ttft * 1000, 3)
-        return {"llm": fields}
+        return {METADATA_NAMESPACE: fields}
 
     def close(self) -> None:
         """Flush and stop: the usage writer, the span exporter, the metrics server."""

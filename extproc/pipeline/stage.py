@@ -1,22 +1,67 @@
-"""Stages and the pipeline that runs them.
+"""The stage contract.
 
-A stage is a small object with optional hooks; the pipeline calls the hooks
-a stage overrides, in the configured order. Stages see the canonical model
-and the request context only: they never parse wire bytes or touch gRPC.
+A stage is a feature (access control, redaction, command protection...) as a
+small object with optional hooks. Stages see the canonical model and the
+request context only: never wire bytes, never gRPC.
 
-A stream hook returns the event list it was given when it changed nothing;
-returning a different list tells the translator the events were rewritten
-(so a same-protocol stream can no longer pass raw bytes through).
+Request side, per request:
+
+* :meth:`Stage.on_request_headers` — before the body: reject early (raise a
+  :class:`~extproc.errors.ProxyError`).
+* :meth:`Stage.on_request` — the decoded request. Edit it in place (the
+  request is always re-encoded for the provider, so every edit is honoured),
+  and return ``None`` to continue, :class:`Respond` to answer the client
+  without calling any backend (the proxy encodes the answer in the client's
+  dialect, JSON or stream), or :class:`Reject` (or raise a ``ProxyError``) to
+  refuse with an error in the client's dialect. It may be ``async`` when it
+  does I/O; synchronous stages cost no event-loop hop.
+
+Answer side, declared per request:
+
+* :meth:`Stage.answer_filter` returns an :class:`~extproc.pipeline.answer.AnswerFilter`
+  for this request, or ``None`` when the stage does not need this answer:
+  when no stage needs it, the answer takes the pass-through fast path.
+* :meth:`Stage.tool_check` returns a :class:`~extproc.pipeline.toolgate.ToolCheck`
+  that sees each *complete* tool call of the answer (held until its
+  arguments are whole), or ``None``.
+
+Whole answers and streams go through the same filters (a whole answer is
+turned into its events), so no feature is written twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
-from extproc.canonical import CanonicalRequest, CanonicalResponse, StreamEvent
+from extproc.canonical import CanonicalRequest, CanonicalResponse
+from extproc.errors import ProxyError
 from extproc.pipeline.context import RequestContext
+
+if TYPE_CHECKING:
+    from extproc.pipeline.answer import AnswerFilter
+    from extproc.pipeline.toolgate import ToolCheck
+
+__all__ = ["Reject", "RequestOutcome", "Respond", "Stage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Answer the client with ``response``; no backend is called."""
+
+    response: CanonicalResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Refuse the request with ``error`` (rendered in the client's dialect)."""
+
+    error: ProxyError
+
+
+#: What a request hook decides: ``None`` continues.
+RequestOutcome: TypeAlias = Respond | Reject | None
 
 
 class Stage:
@@ -27,88 +72,19 @@ class Stage:
     def on_request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
         """Before the body arrives: reject early (raise a ProxyError)."""
 
-    def on_request(self, ctx: RequestContext, request: CanonicalRequest) -> None:
-        """The decoded request: inspect, rewrite in place, or raise."""
+    def on_request(
+        self, ctx: RequestContext, request: CanonicalRequest
+    ) -> RequestOutcome | Awaitable[RequestOutcome]:
+        """The decoded request: inspect, rewrite in place, answer or refuse."""
+        return None
 
-    def on_response(self, ctx: RequestContext, response: CanonicalResponse) -> CanonicalResponse:
-        """A complete (non-streaming) answer; return it or a replacement."""
-        return response
+    def answer_filter(self, ctx: RequestContext, request: CanonicalRequest) -> AnswerFilter | None:
+        """This request's answer filter, or None: the stage does not need the answer."""
+        return None
 
-    def on_stream_events(self, ctx: RequestContext, events: list[StreamEvent]) -> list[StreamEvent]:
-        """Events decoded from one wire event of a streamed answer."""
-        return events
+    def tool_check(self, ctx: RequestContext, request: CanonicalRequest) -> ToolCheck | None:
+        """A check of this request's answer's complete tool calls, or None."""
+        return None
 
     def on_end(self, ctx: RequestContext) -> None:
         """The exchange is over (answer sent, or failed)."""
-
-
-def _overrides(stage: Stage, hook: str) -> bool:
-    return getattr(type(stage), hook) is not getattr(Stage, hook)
-
-
-#: Wraps one stage hook call (timing, a trace span): ``phase(ctx, "stage.routing")``.
-PhaseFactory = Callable[[RequestContext, str], AbstractContextManager[Any]]
-
-
-class Pipeline:
-    """Runs stages in order; only the stages that define a hook are called.
-
-    With a ``phase`` factory, each request-level hook call (headers, request,
-    whole response) runs inside ``phase(ctx, "stage.<name>")``; per-chunk
-    stream hooks are not wrapped (they are part of the translation phase).
-    """
-
-    def __init__(self, stages: Sequence[Stage], phase: PhaseFactory | None = None) -> None:
-        self.stages = list(stages)
-        self._phase = phase
-        self._headers = [s for s in self.stages if _overrides(s, "on_request_headers")]
-        self._request = [s for s in self.stages if _overrides(s, "on_request")]
-        self._response = [s for s in self.stages if _overrides(s, "on_response")]
-        self._stream = [s for s in self.stages if _overrides(s, "on_stream_events")]
-        self._end = [s for s in self.stages if _overrides(s, "on_end")]
-
-    @property
-    def inspects_stream(self) -> bool:
-        return bool(self._stream)
-
-    @property
-    def inspects_response(self) -> bool:
-        """Some stage needs to see answers (whole or streamed)."""
-        return bool(self._response or self._stream)
-
-    def request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
-        phase = self._phase
-        for stage in self._headers:
-            if phase is None:
-                stage.on_request_headers(ctx, headers)
-            else:
-                with phase(ctx, f"stage.{stage.name}"):
-                    stage.on_request_headers(ctx, headers)
-
-    def request(self, ctx: RequestContext, request: CanonicalRequest) -> None:
-        phase = self._phase
-        for stage in self._request:
-            if phase is None:
-                stage.on_request(ctx, request)
-            else:
-                with phase(ctx, f"stage.{stage.name}"):
-                    stage.on_request(ctx, request)
-
-    def response(self, ctx: RequestContext, response: CanonicalResponse) -> CanonicalResponse:
-        phase = self._phase
-        for stage in self._response:
-            if phase is None:
-                response = stage.on_response(ctx, response)
-            else:
-                with phase(ctx, f"stage.{stage.name}"):
-                    response = stage.on_response(ctx, response)
-        return response
-
-    def stream_events(self, ctx: RequestContext, events: list[StreamEvent]) -> list[StreamEvent]:
-        for stage in self._stream:
-            events = stage.on_stream_events(ctx, events)
-        return events
-
-    def end(self, ctx: RequestContext) -> None:
-        for stage in self._end:
-            stage.on_end(ctx)

@@ -22,8 +22,12 @@ class Continue:
     replace: bool = False
     clear_route_cache: bool = False
     #: From a response-headers reply: switch the response body to STREAMED
-    #: (translate chunk by chunk) or NONE (it passes through unseen).
-    response_body_mode: Literal["streamed", "none"] | None = None
+    #: (translate chunk by chunk), FULL_DUPLEX_STREAMED (chunk by chunk, and
+    #: the proxy may end the answer itself) or NONE (it passes through unseen).
+    response_body_mode: Literal["streamed", "full_duplex", "none"] | None = None
+    #: A full-duplex body chunk: ``body`` is sent as this chunk, and True ends
+    #: the client's answer here (Envoy then resets the upstream request).
+    stream_end: bool | None = None
     dynamic_metadata: dict[str, dict[str, Any]] | None = None
 
 

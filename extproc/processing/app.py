@@ -1,12 +1,13 @@
 """The application: config turned into everything a request needs.
 
-Built once at startup; processors are created per ext_proc stream and read
-from it. Nothing here parses configuration or talks gRPC.
+Built once at startup; processors (built per ext_proc stream by
+:mod:`extproc.processing.factory`) read from it. Nothing here parses
+configuration, talks gRPC or creates processors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,19 +18,11 @@ from extproc.codecs.base import REQUIRES_PROTOCOL, Adjust, ModelInfo
 from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
 from extproc.observe.telemetry import Telemetry
-from extproc.pipeline import Pipeline, Stage
-from extproc.pipeline.stages import AccessControlStage, RoutingStage
+from extproc.pipeline.assemble import build_pipeline
+from extproc.processing.admin import AdminEndpoints
 from extproc.processing.attempts import AttemptLog
-from extproc.processing.observer import (
-    AttemptCounter,
-    CaptureSink,
-    NullCaptureSink,
-    ObserverProcessor,
-    Side,
-)
-from extproc.processing.router import RouterProcessor
-from extproc.processing.upstream import UpstreamProcessor
 from extproc.routing import Resolver, apply_params, plan_clusters
+from extproc.routing.diagnostics import diagnostics, reactivate
 from extproc.routing.health import HealthBoard
 
 
@@ -124,14 +117,6 @@ def build_backends(config: Config) -> dict[str, BackendRuntime]:
     return out
 
 
-def build_pipeline(config: Config, resolver: Resolver, telemetry: Telemetry) -> Pipeline:
-    stages: list[Stage] = []
-    if config.multi_user_mode:
-        stages.append(AccessControlStage(k.get_secret_value() for k in config.api_keys))
-    stages.append(RoutingStage(resolver, route_header=config.route_header_allowed))
-    return Pipeline(stages, phase=telemetry.phase)
-
-
 class App:
     def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
         self.config = config
@@ -144,8 +129,14 @@ class App:
         )
         self.resolver = Resolver(config, self.plans, self.health)
         self.pipeline = build_pipeline(config, self.resolver, self.telemetry)
-        #: Keys for the proxy's admin endpoints; empty: open (single-user mode).
-        self.admin_keys = tuple(k.get_secret_value().encode() for k in config.admin_keys)
+        #: The proxy's own endpoints (diagnostics, reactivation, usage).
+        self.admin = AdminEndpoints(
+            admin_keys=tuple(k.get_secret_value().encode() for k in config.admin_keys),
+            multi_user=config.multi_user_mode,
+            diagnostics=lambda query: diagnostics(self, query),
+            reactivate=lambda instance: reactivate(self, instance),
+            usage=self.telemetry.usage,
+        )
         #: Usage goes to Envoy's dynamic metadata (``llm``) for access logs.
         self.emit_metadata = config.usage.enabled or config.envoy.access_log
         self.backends = build_backends(config)
@@ -158,9 +149,6 @@ class App:
         self.models = self._model_list()
         #: Protocols with a codec: the frontends the proxy answers.
         self.protocols = frozenset(CODECS)
-        #: Where capture records go; set by the server when capture is on.
-        self.capture_sink: CaptureSink = NullCaptureSink()
-        self.attempts = AttemptCounter()
         #: The instances each request's attempts went to (UPSTREAM role -> metrics).
         self.attempt_log = AttemptLog()
         #: Capture from the roles' own messages (the default capture mode).
@@ -168,26 +156,11 @@ class App:
 
     @property
     def needs_answer(self) -> bool:
-        """Every answer is read (no unseen pass-through): a stage or the accounting needs it."""
-        return self.pipeline.inspects_response or self.telemetry.needs_answer or self.capture_roles
+        """Every answer is read (no unseen pass-through): accounting or capture needs it.
 
-    def router(self, carrier: Iterable[tuple[str, str | bytes]] | None = None) -> RouterProcessor:
-        """A ROUTER-role processor; ``carrier``: the stream's gRPC metadata (trace context)."""
-        if self.capture_roles:
-            from extproc.processing.tap import CapturingRouter
-
-            return CapturingRouter(self, self.capture_sink, carrier)
-        return RouterProcessor(self, carrier)
-
-    def observer(self, side: Side, host: dict[str, Any] | None) -> ObserverProcessor:
-        return ObserverProcessor(self.capture_sink, side, self.attempts, host)
-
-    def upstream(self, host: dict[str, Any]) -> UpstreamProcessor:
-        if self.capture_roles:
-            from extproc.processing.tap import CapturingUpstream
-
-            return CapturingUpstream(self, host, self.capture_sink, self.attempts)
-        return UpstreamProcessor(self, host)
+        Stages decide per request (``Pipeline.answer``).
+        """
+        return self.telemetry.needs_answer or self.capture_roles
 
     def model_info(self, model: str) -> ModelInfo:
         for entry in self.models:

@@ -5,12 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
-#: Internal headers between Envoy and the two roles; never trusted from a
-#: client (removed on arrival) and never sent to a provider or a client.
-INTERNAL_PREFIX = "x-llm-"
-#: The cluster the ROUTER role chose; Envoy's routes match on it.
-CLUSTER_HEADER = "x-llm-cluster"
-
 #: Where clients put keys. The proxy reads them, then removes them: a
 #: client's key never reaches a provider.
 CLIENT_CREDENTIAL_HEADERS = frozenset(

@@ -10,43 +10,42 @@ chunk by chunk for streams.
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Mapping
-from hmac import compare_digest
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
 import msgspec
 
-from extproc.canonical import CanonicalError, CanonicalRequest, Envelope
+from extproc.canonical import (
+    CanonicalError,
+    CanonicalRequest,
+    Envelope,
+)
 from extproc.canonical.aggregate import aggregate_events, response_events
 from extproc.canonical.tokens import estimate_tokens
 from extproc.codecs import Codec, get_codec
 from extproc.codecs.base import RequestMeta, ResponseContext
 from extproc.errors import (
-    AuthenticationFailed,
     InvalidRequest,
-    NotFound,
     PayloadTooLarge,
     ProxyError,
 )
-from extproc.observe.usage import handle_usage_query
-from extproc.pipeline import RequestContext
+from extproc.internalapi import CLUSTER_HEADER, INTERNAL_PREFIX, ROUTE_HEADER
+from extproc.pipeline import AnswerChain, Reject, RequestContext, RequestOutcome, Respond
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.frontends import dialect_for, match_endpoint
 from extproc.processing.headers import (
     ATTEMPT_COUNT_HEADER,
     CLIENT_CREDENTIAL_HEADERS,
-    CLUSTER_HEADER,
-    INTERNAL_PREFIX,
     RESPONSE_HEADERS_TO_STRIP,
     UPSTREAM_MARK,
     client_key,
 )
+from extproc.processing.local_replies import local_reply_error
 from extproc.processing.translate import StreamTranslator
-from extproc.routing.diagnostics import diagnostics, reactivate
 from extproc.routing.health import is_quota_error
 
 if TYPE_CHECKING:
@@ -79,6 +78,37 @@ class RouterProcessor:
         self._translate_seconds = 0.0
         self._translate_span: Any = None
         self._ended = False
+        #: This request's answer filters (None: no stage reads this answer).
+        self._chain: AnswerChain | None = None
+
+    # -- what observers may read (the capture tap) ------------------------------
+
+    @property
+    def from_provider(self) -> bool:
+        """The answer came from a provider (not from Envoy or the proxy itself)."""
+        return self._backend is not None
+
+    @property
+    def answer_complete(self) -> bool:
+        """A stage ended the client's streamed answer before the provider's stream ended."""
+        return self._translator is not None and self._translator.ended is not None
+
+    def provider_leg_is_ours(self) -> bool:
+        """The body this role sends on is what the provider gets (not a per-attempt envelope)."""
+        route = self.ctx.route if self.ctx is not None else None
+        if route is None:
+            return False
+        return self.app.plans[route.cluster].encoding != "per-attempt"
+
+    def route_notes(self) -> dict[str, Any]:
+        """Where the request went: its cluster, and backend and schema when only one answers."""
+        route = self.ctx.route if self.ctx is not None else None
+        plan = self.app.plans[route.cluster] if route is not None else None
+        if plan is None or len(plan.endpoints) != 1:
+            return {"cluster": route.cluster if route else None}
+        endpoint = plan.endpoints[0]
+        schema = self.app.backends[endpoint.instance].codec.name
+        return {"backend": endpoint.instance, "schema": schema, "cluster": plan.name}
 
     # -- request -------------------------------------------------------------
 
@@ -115,7 +145,7 @@ class RouterProcessor:
                 path=path,
                 headers=clean_headers,
                 client_key=key,
-                route_header=headers.get("x-llm-route"),
+                route_header=headers.get(ROUTE_HEADER),
             )
             self.telemetry.begin(ctx, headers, self._carrier)
             if endpoint.kind == "admin":
@@ -141,7 +171,7 @@ class RouterProcessor:
             set_headers[":path"] = path + (f"?{clean}" if clean else "")
         return Continue(set_headers=set_headers, remove_headers=remove)
 
-    def request_body(self, body: bytes, end_of_stream: bool) -> Action:
+    def request_body(self, body: bytes, end_of_stream: bool) -> Action | Awaitable[Action]:
         assert self.ctx is not None and self.codec is not None and self.meta is not None
         ctx, codec = self.ctx, self.codec
         try:
@@ -168,14 +198,64 @@ class RouterProcessor:
                     )
                 request = codec.decode_request(data, self.meta)
             ctx.requested_model = request.model
-            self.app.pipeline.request(ctx, request)
             self.request = request
-            with telemetry.phase(ctx, "encode"):
+            outcome = self.app.pipeline.request(ctx, request)
+        except ProxyError as exc:
+            return self._error_reply(exc)
+        if inspect.isawaitable(outcome):
+            return self._after_async_stages(outcome)
+        return self._after_stages(outcome)
+
+    async def _after_async_stages(self, pending: Awaitable[RequestOutcome]) -> Action:
+        try:
+            outcome = await pending
+        except ProxyError as exc:
+            return self._error_reply(exc)
+        return self._after_stages(outcome)
+
+    def _after_stages(self, outcome: RequestOutcome) -> Action:
+        """The stages have spoken: answer, refuse, or send the request on."""
+        ctx, request = self.ctx, self.request
+        assert ctx is not None and request is not None
+        if isinstance(outcome, Reject):
+            return self._error_reply(outcome.error)
+        if isinstance(outcome, Respond):
+            return self._stage_answer(outcome)
+        try:
+            self._chain = self.app.pipeline.answer(ctx, request)
+            with self.telemetry.phase(ctx, "encode"):
                 set_headers, out = self._encode(ctx, request)
-            telemetry.request(ctx, request)
+            self.telemetry.request(ctx, request)
         except ProxyError as exc:
             return self._error_reply(exc)
         return Continue(set_headers=set_headers, body=out, clear_route_cache=True)
+
+    def _stage_answer(self, outcome: Respond) -> Reply:
+        """A stage answered: encode its answer in the client's dialect; no backend is called."""
+        codec, request, ctx = self.codec, self.request, self.ctx
+        assert codec is not None and request is not None and ctx is not None
+        response = outcome.response
+        ctx.status = 200
+        ctx.usage = response.usage
+        ctx.finish_reason = response.finish_reason
+        ctx.response_id = response.id or None
+        ctx.response_model = response.model or None
+        if request.stream:
+            ctx.streamed = True
+            encoder = codec.stream_encoder(self._response_context())
+            body = encoder.encode(response_events(response)) + encoder.finish()
+            headers = {"content-type": codec.stream_content_type, "cache-control": "no-cache"}
+        else:
+            body = codec.encode_response(response, self._response_context())
+            headers = {"content-type": "application/json"}
+        self._end()
+        return Reply(
+            status=200,
+            body=body,
+            headers=headers,
+            details="llm_proxy_stage_answer",
+            dynamic_metadata=self._metadata(),
+        )
 
     def _encode(
         self, ctx: RequestContext, request: CanonicalRequest
@@ -212,45 +292,19 @@ class RouterProcessor:
     def _admin(
         self, params: Mapping[str, str], key: str | None, query: dict[str, str]
     ) -> Awaitable[Action] | Action:
-        """The proxy's own endpoints (usage, diagnostics)."""
-        name = params["admin"]
-        admin_keys = self.app.admin_keys
-        if not admin_keys and self.app.config.multi_user_mode:
-            # Fail closed: on a shared network these endpoints are for admins only.
-            raise AuthenticationFailed(
-                "this endpoint needs an admin key; set admin_keys in the proxy config",
-                code="invalid_admin_key",
-            )
-        presented = (key or "").encode("utf-8", "surrogateescape")
-        admitted = key is not None and any(compare_digest(presented, k) for k in admin_keys)
-        if admin_keys and not admitted:
-            raise AuthenticationFailed(
-                "this endpoint needs an admin key (admin_keys in the proxy config)",
-                code="invalid_admin_key",
-            )
-        if name == "diagnostics":
+        """The proxy's own endpoints (usage, diagnostics): see processing/admin.py."""
+        answer = self.app.admin.handle(params, key, query)
+        if isinstance(answer, tuple):
+            return self._json_reply(answer[0], _envelope_encoder.encode(answer[1]))
 
-            async def report() -> Action:
-                body = await diagnostics(self.app, query)
-                return self._json_reply(200, _envelope_encoder.encode(body))
-
-            return report()
-        if name == "diagnostics/backends":
-            state = reactivate(self.app, unquote(params.get("instance", "")))
-            return self._json_reply(200, _envelope_encoder.encode(state))
-        recorder = self.telemetry.usage
-        if recorder is None:
-            raise NotFound(
-                "usage accounting is off; turn it on with 'usage: {enabled: true}' in the config",
-                code="usage_disabled",
-            )
-        path = f"/v1/{name}"
-
-        async def answer() -> Action:
-            status, body = await asyncio.to_thread(handle_usage_query, recorder, path, query)
+        async def later() -> Action:
+            try:
+                status, body = await answer
+            except ProxyError as exc:
+                return self._error_reply(exc)
             return self._json_reply(status, _envelope_encoder.encode(body))
 
-        return answer()
+        return later()
 
     # -- response ------------------------------------------------------------
 
@@ -302,8 +356,7 @@ class RouterProcessor:
                 decoder=self._backend.stream_decoder(),
                 encoder=codec.stream_encoder(self._response_context()),
                 same_protocol=self._backend.name == codec.name,
-                pipeline=self.app.pipeline,
-                ctx=ctx,
+                chain=self._chain,
                 input_estimate=lambda: estimate_tokens(request),
                 collect_text=ctx.span.records_content,
             )
@@ -313,7 +366,7 @@ class RouterProcessor:
                     "cache-control": "no-cache",
                 },
                 remove_headers=[*remove, "content-length", "content-encoding"],
-                response_body_mode="streamed",
+                response_body_mode="full_duplex" if self._chain is not None else "streamed",
             )
         if (
             self._status == 200
@@ -321,6 +374,7 @@ class RouterProcessor:
             and not wants_stream
             and self._backend is not None
             and self._backend.name == codec.name
+            and self._chain is None
             and not self.app.needs_answer
         ):
             # Same protocol, a complete answer, and nothing wants to see it
@@ -350,6 +404,11 @@ class RouterProcessor:
         if self._mode == "stream":
             translator = self._translator
             assert translator is not None and self.ctx is not None
+            duplex = self._chain is not None
+            if translator.ended is not None:
+                # The client's stream is already complete: nothing more goes out.
+                self._end()
+                return Continue(body=b"", stream_end=True if duplex else None)
             t0 = time.perf_counter()
             out = translator.feed(body)
             if end_of_stream:
@@ -357,10 +416,23 @@ class RouterProcessor:
             self._translate_seconds += time.perf_counter() - t0
             if out and self.ctx.first_output is None:
                 self.ctx.first_output = time.monotonic()
+            if translator.ended is not None:
+                # A stage ended the answer: the client's stream ends with this
+                # chunk, and Envoy, seeing the answer complete, resets the
+                # upstream request (the provider is no longer read).
+                self.ctx.finish_reason = translator.ended.reason
+                self._end()
+                return Continue(
+                    body=out,
+                    stream_end=True if duplex else None,
+                    dynamic_metadata=self._metadata(),
+                )
             if not end_of_stream:
-                return Continue(body=out)
+                return Continue(body=out, stream_end=False if duplex else None)
             self._end()
-            return Continue(body=out, dynamic_metadata=self._metadata())
+            return Continue(
+                body=out, stream_end=True if duplex else None, dynamic_metadata=self._metadata()
+            )
         new, extra = self._buffered(body)
         metadata = self._metadata()
         if new is body:
@@ -446,14 +518,24 @@ class RouterProcessor:
                 ctx.status = 502
                 ctx.error_code, ctx.error_message = "invalid_provider_answer", error.message
                 return codec.encode_error(error), json_headers
-            self.telemetry.response(ctx, response)
-            final = self.app.pipeline.response(ctx, response)
+            final = response
+            if self._chain is not None:
+                final, failure = self._chain.whole(response)
+                if failure is not None:
+                    self.telemetry.response(ctx, response)  # the tokens were spent
+                    ctx.status = failure.status
+                    ctx.error_code, ctx.error_message = failure.code, failure.message
+                    return codec.encode_error(failure), {
+                        **json_headers,
+                        ":status": str(codec.client_status(failure.status)),
+                    }
+            self.telemetry.response(ctx, final)  # what the client gets
             if self.request.stream:
                 # The client asked for a stream but the provider answered at once.
                 encoder = codec.stream_encoder(self._response_context())
                 out = encoder.encode(response_events(final)) + encoder.finish()
                 return out, {"content-type": codec.stream_content_type}
-            if same and final is response:
+            if same and final is response:  # no stage changed it: the provider's bytes
                 return body, {}
             return codec.encode_response(final, self._response_context()), json_headers
 
@@ -500,7 +582,11 @@ class RouterProcessor:
         if self.ctx is not None:
             self.ctx.error_code, self.ctx.error_message = "internal_error", error.message
         if kind == "response_body" and self._mode == "stream" and self._translator is not None:
-            return Continue(body=self._translator.error(error))
+            # Fail closed: the stream ends here with the dialect's error event
+            # (with answer stages, the proxy ends the client's stream itself and
+            # Envoy resets the upstream request: the provider is no longer read).
+            body = self._translator.error(error)
+            return Continue(body=body, stream_end=True if self._chain is not None else None)
         if self.ctx is not None:
             self.ctx.status = 500
         codec = self.codec or get_codec(self._dialect)
@@ -565,37 +651,3 @@ def _attempts(value: str | None) -> int:
         return max(1, int(value or 1))
     except ValueError:
         return 1
-
-
-_LOCAL_REPLIES = {
-    "no healthy upstream": (
-        "no backend is available for this model: every target is failing or unhealthy"
-    ),
-    "upstream request timeout": "the backend did not answer in time",
-    "stream timeout": "the backend stopped sending (idle timeout)",
-}
-
-
-def local_reply_error(status: int, body: bytes, retry_after: str | None) -> CanonicalError:
-    """An Envoy local reply (no upstream host answered) as a canonical error."""
-    text = body.decode("utf-8", "replace").strip()
-    message = _LOCAL_REPLIES.get(text)
-    if message is None:
-        if text.startswith("upstream connect error"):
-            message = f"the backend could not be reached ({text})"
-        elif status == 413:
-            message = "the request body is larger than the proxy accepts"
-        else:
-            message = text or f"the proxy answered HTTP {status}"
-    kinds = {
-        400: ("invalid_request_error", "invalid_request"),
-        404: ("invalid_request_error", "not_found"),
-        413: ("invalid_request_error", "request_too_large"),
-        429: ("rate_limit_error", "rate_limit_exceeded"),
-        503: ("service_unavailable", "no_backend_available"),
-        504: ("timeout_error", "upstream_timeout"),
-    }
-    kind, code = kinds.get(status, ("api_error", "proxy_error"))
-    return CanonicalError(
-        status=status, message=message, type=kind, code=code, retry_after=retry_after
-    )

@@ -7,10 +7,11 @@ byte the client gets back; the UPSTREAM role produces what each attempt of a
 per-attempt cluster sends. Recording those messages costs a few microseconds
 per message in this process, where separate observer filters would cost
 Envoy and the interpreter an ext_proc stream each per request (measured in
-bench/: most of a millisecond). :class:`CapturingRouter` and
-:class:`CapturingUpstream` wrap the two processors and emit the same records
-as the observer roles (:mod:`extproc.processing.observer`), so files, reader
-and CLI are the same.
+bench/: most of a millisecond). :class:`TappedRouter` and
+:class:`TappedUpstream` wrap the two processors (composition: they forward
+each message and record what went in and what came out, reading only the
+processor's public facts) and emit the same records as the observer roles
+(:mod:`extproc.processing.observer`), so files, reader and CLI are the same.
 
 What this mode sees, and what it does not (docs/capture.md):
 
@@ -29,14 +30,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from extproc.internalapi import INTERNAL_PREFIX
 from extproc.observe.capture import RECORD_FIELDS
 from extproc.pipeline.context import key_id
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.headers import (
     ATTEMPT_COUNT_HEADER,
-    INTERNAL_PREFIX,
     client_key,
     query_key,
 )
@@ -44,9 +45,7 @@ from extproc.processing.observer import SESSION_HEADERS, AttemptCounter, Capture
 from extproc.processing.router import RouterProcessor
 from extproc.processing.upstream import UpstreamProcessor
 
-if TYPE_CHECKING:
-    from extproc.processing.app import App
-
+__all__ = ["ExchangeTap", "TappedRouter", "TappedUpstream", "apply_mutation"]
 
 Headers = Mapping[str, str]
 
@@ -165,18 +164,14 @@ class ExchangeTap:
             self.flush()
 
 
-class CapturingRouter(RouterProcessor):
-    """The ROUTER role, recording both legs as it goes."""
+class TappedRouter:
+    """The ROUTER role, recording both legs as it goes (it wraps the processor)."""
 
-    def __init__(
-        self, app: App, sink: CaptureSink, carrier: Iterable[tuple[str, str | bytes]] | None
-    ) -> None:
-        super().__init__(app, carrier)
+    def __init__(self, inner: RouterProcessor, sink: CaptureSink) -> None:
+        self.inner = inner
         self._sink = sink
         self._tap: ExchangeTap | None = None
-        self._client_headers: dict[str, str] = {}
         self._forwarded: dict[str, str] = {}
-        self._upstream_headers: dict[str, str] = {}
         self._provider_request: tuple[dict[str, str], bytes] | None = None
         self._attempt = 1
         self._from_provider = False
@@ -189,9 +184,8 @@ class CapturingRouter(RouterProcessor):
         self, headers: dict[str, str], end_of_stream: bool
     ) -> Action | Awaitable[Action]:
         self._tap = tap = ExchangeTap(self._sink, headers)
-        self._client_headers = headers
         tap.headers("client_request", headers, eos=end_of_stream)
-        action = super().request_headers(headers, end_of_stream)
+        action = self.inner.request_headers(headers, end_of_stream)
         if isinstance(action, Continue):
             self._forwarded = apply_mutation(headers, action.set_headers, action.remove_headers)
             return action
@@ -206,36 +200,31 @@ class CapturingRouter(RouterProcessor):
             self._reply(action)
         return action
 
-    def request_body(self, body: bytes, end_of_stream: bool) -> Action:
+    def request_body(self, body: bytes, end_of_stream: bool) -> Action | Awaitable[Action]:
         tap = self._tap
         assert tap is not None
         tap.body("client_request", body, True)
-        action = super().request_body(body, end_of_stream)
+        action = self.inner.request_body(body, end_of_stream)
+        if isinstance(action, Continue | Reply):
+            return self._sent_on(action, body)
+        return self._sent_on_later(action, body)
+
+    async def _sent_on_later(self, pending: Awaitable[Action], body: bytes) -> Action:
+        return self._sent_on(await pending, body)
+
+    def _sent_on(self, action: Action, body: bytes) -> Action:
+        tap = self._tap
+        assert tap is not None
         if isinstance(action, Reply):
             self._reply(action)
-        elif isinstance(action, Continue) and self._provider_leg_is_ours():
+        elif isinstance(action, Continue) and self.inner.provider_leg_is_ours():
             headers = apply_mutation(self._forwarded, action.set_headers, action.remove_headers)
             headers = {k: v for k, v in headers.items() if not k.startswith(INTERNAL_PREFIX)}
             self._provider_request = (headers, action.body if action.body is not None else body)
-            tap.headers("provider_request", headers, attempt=1, annotations=self._route_notes())
+            notes = self.inner.route_notes()
+            tap.headers("provider_request", headers, attempt=1, annotations=notes)
             tap.body("provider_request", self._provider_request[1], True, attempt=1)
         return action
-
-    def _provider_leg_is_ours(self) -> bool:
-        """The ROUTER role's body is what the provider gets (not a per-attempt envelope)."""
-        route = self.ctx.route if self.ctx is not None else None
-        if route is None:
-            return False
-        return self.app.plans[route.cluster].encoding != "per-attempt"
-
-    def _route_notes(self) -> dict[str, Any]:
-        route = self.ctx.route if self.ctx is not None else None
-        plan = self.app.plans[route.cluster] if route is not None else None
-        if plan is None or len(plan.endpoints) != 1:
-            return {"cluster": route.cluster if route else None}
-        endpoint = plan.endpoints[0]
-        schema = self.app.backends[endpoint.instance].codec.name
-        return {"backend": endpoint.instance, "schema": schema, "cluster": plan.name}
 
     # -- response --------------------------------------------------------------
 
@@ -243,10 +232,10 @@ class CapturingRouter(RouterProcessor):
         self, headers: dict[str, str], end_of_stream: bool, host: dict[str, Any] | None
     ) -> Action:
         tap = self._tap
-        action = super().response_headers(headers, end_of_stream, host)
+        action = self.inner.response_headers(headers, end_of_stream, host)
         if tap is None:
             return action
-        self._from_provider = self._backend is not None
+        self._from_provider = self.inner.from_provider
         if self._from_provider:
             self._attempt = _attempt(headers.get(ATTEMPT_COUNT_HEADER))
             if self._attempt > 1 and self._provider_request is not None:
@@ -267,7 +256,6 @@ class CapturingRouter(RouterProcessor):
         if isinstance(action, Reply):
             self._reply(action)
             return action
-        assert isinstance(action, Continue)
         client = apply_mutation(headers, action.set_headers, action.remove_headers)
         tap.headers("client_response", client, eos=end_of_stream and action.body is None)
         if action.body is not None:
@@ -280,22 +268,25 @@ class CapturingRouter(RouterProcessor):
 
     def response_body(self, body: bytes, end_of_stream: bool) -> Action:
         tap = self._tap
-        if tap is not None and self._from_provider:
+        if tap is not None and self._from_provider and not self._provider_done:
             tap.body("provider_response", body, end_of_stream, attempt=self._attempt)
             if end_of_stream:
                 self._end_provider()
-        action = super().response_body(body, end_of_stream)
-        if tap is not None and isinstance(action, Continue):
+        action = self.inner.response_body(body, end_of_stream)
+        if tap is not None and isinstance(action, Continue) and not self._client_done:
             out = action.body if action.body is not None else body
             tap.body("client_response", out, end_of_stream)
-            if end_of_stream:
+            if end_of_stream or self.inner.answer_complete:
+                # Complete for the client (a stage may end it early, and then
+                # the rest of the provider's answer is not read).
                 self._end_client()
+                self._end_provider()
         elif isinstance(action, Reply):
             self._reply(action)
         return action
 
     def internal_error(self, kind: str, exc: Exception) -> Action:
-        action = super().internal_error(kind, exc)
+        action = self.inner.internal_error(kind, exc)
         if isinstance(action, Reply):
             self._reply(action)
         elif self._tap is not None and isinstance(action, Continue) and action.body:
@@ -304,7 +295,7 @@ class CapturingRouter(RouterProcessor):
         return action
 
     def close(self) -> None:
-        super().close()
+        self.inner.close()
         if self._tap is not None:
             if self._from_provider:
                 self._end_provider()
@@ -341,13 +332,13 @@ def _attempt(value: str | None) -> int:
         return 1
 
 
-class CapturingUpstream(UpstreamProcessor):
+class TappedUpstream:
     """The UPSTREAM role of a per-attempt cluster, recording what each attempt sends."""
 
     def __init__(
-        self, app: App, host: dict[str, Any], sink: CaptureSink, attempts: AttemptCounter
+        self, inner: UpstreamProcessor, sink: CaptureSink, attempts: AttemptCounter
     ) -> None:
-        super().__init__(app, host)
+        self.inner = inner
         self._sink = sink
         self._attempts = attempts
         self._tap: ExchangeTap | None = None
@@ -355,7 +346,7 @@ class CapturingUpstream(UpstreamProcessor):
         self._attempt = 0
 
     def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Action:
-        action = super().request_headers(headers, end_of_stream)
+        action = self.inner.request_headers(headers, end_of_stream)
         if isinstance(action, Continue) and not end_of_stream:
             self._tap = ExchangeTap(self._sink, headers)
             self._attempt = self._attempts.next(headers.get("x-request-id", ""))
@@ -363,11 +354,12 @@ class CapturingUpstream(UpstreamProcessor):
         return action
 
     def request_body(self, body: bytes, end_of_stream: bool) -> Action:
-        action = super().request_body(body, end_of_stream)
+        action = self.inner.request_body(body, end_of_stream)
         tap = self._tap
         if tap is not None and isinstance(action, Continue):
             headers = apply_mutation(self._headers, action.set_headers, action.remove_headers)
-            notes = {"backend": self.host.get("instance"), "schema": self.host.get("schema")}
+            host = self.inner.host
+            notes = {"backend": host.get("instance"), "schema": host.get("schema")}
             tap.headers("provider_request", headers, attempt=self._attempt, annotations=notes)
             tap.body(
                 "provider_request",
@@ -377,3 +369,9 @@ class CapturingUpstream(UpstreamProcessor):
             )
             tap.flush()
         return action
+
+    def internal_error(self, kind: str, exc: Exception) -> Action:
+        return self.inner.internal_error(kind, exc)
+
+    def close(self) -> None:
+        self.inner.close()

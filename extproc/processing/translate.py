@@ -28,18 +28,18 @@ from extproc.canonical import (
     UsageReport,
 )
 from extproc.codecs import StreamDecoder, StreamEncoder
-from extproc.pipeline import Pipeline, RequestContext
+from extproc.pipeline import AnswerChain, EndAnswer
 
 
 class StreamTranslator:
     __slots__ = (
-        "_ctx",
+        "_chain",
         "_decoder",
         "_encoder",
         "_input_estimate",
         "_output_bytes",
-        "_pipeline",
         "_same",
+        "ended",
         "events",
         "failure",
         "finish_reason",
@@ -54,16 +54,17 @@ class StreamTranslator:
         decoder: StreamDecoder,
         encoder: StreamEncoder,
         same_protocol: bool,
-        pipeline: Pipeline,
-        ctx: RequestContext,
+        chain: AnswerChain | None = None,
         input_estimate: Callable[[], int] = lambda: 0,
         collect_text: bool = False,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
         self._same = same_protocol
-        self._pipeline = pipeline if pipeline.inspects_stream else None
-        self._ctx = ctx
+        self._chain = chain
+        #: Set when the answer ended before the provider's stream did (a stage
+        #: ended it, or the proxy failed): nothing more is read or sent.
+        self.ended: EndAnswer | None = None
         self._input_estimate = input_estimate
         self._output_bytes = 0
         self.usage: Usage | None = None
@@ -78,10 +79,20 @@ class StreamTranslator:
         self.text: list[str] | None = [] if collect_text else None
 
     def feed(self, chunk: bytes) -> bytes:
+        if self.ended is not None:
+            return b""
         return self._translate(self._decoder.feed(chunk))
 
     def finish(self) -> bytes:
+        if self.ended is not None:
+            return b""
         tail = self._translate(self._decoder.finish())
+        if self.ended is not None:
+            return tail
+        if self._chain is not None:
+            held = self._chain.finish()
+            if held:
+                tail += self._emit(held)
         if self.failure is None and self.finish_reason is None:
             # No finish reason: the encoder ends the client's stream with an error.
             self.failure = CanonicalError(
@@ -100,7 +111,11 @@ class StreamTranslator:
         return UsageReport(self.usage)
 
     def error(self, error: CanonicalError) -> bytes:
-        """End the client stream with an error event."""
+        """End the client stream with an error event; nothing more is read."""
+        if self.ended is not None:
+            return b""
+        self.ended = EndAnswer(reason="error")
+        self.failure = error
         return self._encoder.error(error)
 
     def _translate(self, decoded: list[tuple[bytes, list[StreamEvent]]]) -> bytes:
@@ -108,36 +123,64 @@ class StreamTranslator:
             return b""
         out: list[bytes] = []
         encoder = self._encoder
+        chain = self._chain
         self.events += len(decoded)
         for raw, events in decoded:
-            if self._pipeline is not None:
-                changed = self._pipeline.stream_events(self._ctx, events)
+            if chain is None:
+                sent, changed = events, False
             else:
-                changed = events
-            for event in changed:
-                if isinstance(event, TextDelta | ReasoningDelta):
-                    self._output_bytes += len(event.text.encode())
-                    if self.text is not None and isinstance(event, TextDelta):
-                        self.text.append(event.text)
-                elif isinstance(event, ToolCallDelta):
-                    self._output_bytes += len(event.arguments.encode())
-                elif isinstance(event, UsageReport):
-                    self.usage = event.usage
-                elif isinstance(event, Finish):
-                    self.finish_reason = event.reason
-                elif isinstance(event, StreamStart):
-                    self.response_id = event.id
-                    self.response_model = event.model
-                elif isinstance(event, StreamError):
-                    self.failure = event.error
-                elif isinstance(event, StreamEnd) and self.usage is None:
-                    if self.finish_reason is not None:
-                        at = changed.index(event)
-                        changed = [*changed[:at], self._estimated_usage(), *changed[at:]]
+                sent, changed = chain.feed(events)
+                if chain.ended is not None:
+                    out.append(self._end_early(sent, chain.ended))
                     break
-            if self._same and changed is events and encoder.can_pass_through(events):
+                # While something is held, raw events would overtake it.
+                changed = changed or chain.holding
+            sent, estimated = self._account(sent)
+            changed = changed or estimated
+            if self._same and not changed and encoder.can_pass_through(events):
                 encoder.observe(events, raw)
                 out.append(raw)
             else:
-                out.append(encoder.encode(changed))
+                # Even an empty list: an encoder that follows the provider's own
+                # events (Responses) must learn that the stream diverged from them.
+                out.append(encoder.encode(sent))
         return b"".join(out)
+
+    def _emit(self, events: list[StreamEvent]) -> bytes:
+        return self._encoder.encode(self._account(events)[0])
+
+    def _end_early(self, events: list[StreamEvent], end: EndAnswer) -> bytes:
+        """A stage ended the answer: close the client's stream properly."""
+        self.ended = end
+        body = self._encoder.encode(self._account(events)[0])
+        if self.failure is None and not any(isinstance(e, StreamError) for e in events):
+            if self.usage is None:
+                body += self._encoder.encode([self._estimated_usage()])
+            body += self._encoder.encode([StreamEnd()])
+        return body + self._encoder.finish()
+
+    def _account(self, events: list[StreamEvent]) -> tuple[list[StreamEvent], bool]:
+        """Record what ``events`` say; return them, with estimated usage added when due
+        (and whether it was)."""
+        for event in events:
+            if isinstance(event, TextDelta | ReasoningDelta):
+                self._output_bytes += len(event.text.encode())
+                if self.text is not None and isinstance(event, TextDelta):
+                    self.text.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                self._output_bytes += len(event.arguments.encode())
+            elif isinstance(event, UsageReport):
+                self.usage = event.usage
+            elif isinstance(event, Finish):
+                self.finish_reason = event.reason
+            elif isinstance(event, StreamStart):
+                self.response_id = event.id
+                self.response_model = event.model
+            elif isinstance(event, StreamError):
+                self.failure = event.error
+            elif isinstance(event, StreamEnd) and self.usage is None:
+                if self.finish_reason is not None:
+                    at = events.index(event)
+                    return [*events[:at], self._estimated_usage(), *events[at:]], True
+                break
+        return events, False

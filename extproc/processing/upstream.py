@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from extproc.canonical import CanonicalError, Envelope
+from extproc.internalapi import INTERNAL_PREFIX
 from extproc.processing.actions import Action, Continue, Reply
-from extproc.processing.headers import CLIENT_CREDENTIAL_HEADERS, INTERNAL_PREFIX
+from extproc.processing.headers import CLIENT_CREDENTIAL_HEADERS
 
 if TYPE_CHECKING:
     from extproc.processing.app import App, BackendRuntime
@@ -81,6 +82,9 @@ class UpstreamProcessor:
             )
             return self._fail(f"the request could not be encoded for {backend.instance}: {exc}")
         return Continue(set_headers=set_headers, body=out)
+
+    def close(self) -> None:
+        """The gRPC stream ended: nothing to release."""
 
     def internal_error(self, kind: str, exc: Exception) -> Reply:
         """An unexpected failure while handling ``kind``: fail this attempt."""

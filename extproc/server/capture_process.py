@@ -31,6 +31,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -233,12 +234,30 @@ def _lower_priority() -> None:
             os.nice(19)
 
 
+def capture_body_filter(config: Config) -> Callable[[bytes], bytes] | None:
+    """Secrets out of recorded bodies (``capture.redact_secrets``), or None."""
+    if not config.capture.redact_secrets:
+        return None
+    from extproc.pipeline.assemble import secret_literals
+    from extproc.safety.secrets import Redactor, SecretScanner
+
+    redactor = Redactor(SecretScanner(literals=secret_literals(config)))
+
+    def redact(body: bytes) -> bytes:
+        # surrogateescape: a chunk split inside a UTF-8 character keeps its bytes.
+        text = body.decode("utf-8", "surrogateescape")
+        redacted, found = redactor.redact_text(text)
+        return redacted.encode("utf-8", "surrogateescape") if found else body
+
+    return redact
+
+
 async def _serve(
     config: Config, counters: Any, parent_pid: int, ready: EventType, receiver: Any
 ) -> None:
     from extproc.observe.capture import CaptureWriter
 
-    writer = CaptureWriter(config.capture)
+    writer = CaptureWriter(config.capture, body_filter=capture_body_filter(config))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -280,8 +299,7 @@ async def _observer_server(config: Config, writer: Any) -> Any:
     from extproc.server.grpc_server import start_grpc_server
 
     app = App(config, Telemetry())
-    app.capture_sink = writer
-    return await start_grpc_server(app, config.grpc_host, config.capture.grpc_port)
+    return await start_grpc_server(app, config.grpc_host, config.capture.grpc_port, writer)
 
 
 def _read_feed(receiver: Any, writer: Any, done: Any) -> None:

@@ -9,6 +9,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from extproc.processing import App
+from extproc.processing.factory import Processors
+from extproc.processing.observer import CaptureSink
 from extproc.server.attempt_log import AttemptLogService
 from extproc.server.servicer import ExternalProcessor
 
@@ -24,8 +26,14 @@ def max_message_bytes(app: App) -> int:
     return max(limits.max_request_bytes, limits.max_response_bytes) * 2 + _MESSAGE_SLACK
 
 
-async def start_grpc_server(app: App, host: str, port: int) -> grpc.aio.Server:
-    """Start serving ext_proc on ``host:port``; raise OSError if it cannot bind."""
+async def start_grpc_server(
+    app: App, host: str, port: int, capture_sink: CaptureSink | None = None
+) -> grpc.aio.Server:
+    """Start serving ext_proc on ``host:port``; raise OSError if it cannot bind.
+
+    This is where the per-stream processors are wired: ``capture_sink`` receives
+    what the roles (or the observer filters) record when capture is on.
+    """
     limit = max_message_bytes(app)
     server = grpc.aio.server(
         options=[
@@ -38,7 +46,7 @@ async def start_grpc_server(app: App, host: str, port: int) -> grpc.aio.Server:
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(  # type: ignore[no-untyped-call]
-        ExternalProcessor(app), server
+        ExternalProcessor(Processors(app, capture_sink)), server
     )
     # Envoy's attempt log (every upstream attempt's status) for the health board.
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -22,22 +22,28 @@ from extproc._pb.envoy.config.core.v3 import base_pb2
 from extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from extproc.processing import Action, App, Continue, Reply
+from extproc.internalapi import (
+    EXT_PROC_FILTER,
+    HOST_METADATA_ATTRIBUTE,
+    METADATA_NAMESPACE,
+    OBSERVE_CLIENT_ROLE,
+    OBSERVE_PROVIDER_ROLE,
+    ROLE_METADATA,
+)
+from extproc.processing import Action, Continue, Reply
+from extproc.processing.factory import Processors, RouterRole, UpstreamRole
 from extproc.processing.observer import ObserverProcessor, Side
-from extproc.processing.router import RouterProcessor
-from extproc.processing.upstream import UpstreamProcessor
 
 log = logging.getLogger(__name__)
 
-FILTER_NAME = "envoy.filters.http.ext_proc"
-HOST_METADATA = "xds.upstream_host_metadata"
-METADATA_NAMESPACE = "llm"
 #: Bodies at least this large are processed off the event loop.
 OFFLOAD_BYTES = 256 * 1024
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 _NONE = processing_mode_pb2.ProcessingMode.NONE
+_FULL_DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
+_SEND = processing_mode_pb2.ProcessingMode.SEND
 
 
 def headers_dict(header_map: Any) -> dict[str, str]:
@@ -68,10 +74,10 @@ def _parse_host_metadata(text: str) -> dict[str, Any] | None:
 
 def host_metadata(request: Any) -> dict[str, Any] | None:
     """The chosen upstream host's ``llm`` metadata, if Envoy sent it."""
-    attrs = request.attributes.get(FILTER_NAME)
-    if attrs is None or HOST_METADATA not in attrs.fields:
+    attrs = request.attributes.get(EXT_PROC_FILTER)
+    if attrs is None or HOST_METADATA_ATTRIBUTE not in attrs.fields:
         return None
-    value = attrs.fields[HOST_METADATA]
+    value = attrs.fields[HOST_METADATA_ATTRIBUTE]
     if value.HasField("string_value") and value.string_value:
         return _parse_host_metadata(value.string_value)
     if value.HasField("struct_value"):
@@ -111,7 +117,11 @@ def to_response(kind: str, action: Action) -> Any:
     common = getattr(response, kind).response
     if action.set_headers or action.remove_headers:
         _mutation(common.header_mutation, action.set_headers, action.remove_headers)
-    if action.body is not None:
+    if action.stream_end is not None:
+        streamed = common.body_mutation.streamed_response
+        streamed.body = action.body or b""
+        streamed.end_of_stream = action.stream_end
+    elif action.body is not None:
         common.body_mutation.body = action.body
         if action.replace:
             common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
@@ -121,6 +131,9 @@ def to_response(kind: str, action: Action) -> Any:
         common.clear_route_cache = True
     if action.response_body_mode == "streamed":
         response.mode_override.response_body_mode = _STREAMED
+    elif action.response_body_mode == "full_duplex":
+        response.mode_override.response_body_mode = _FULL_DUPLEX
+        response.mode_override.response_trailer_mode = _SEND
     elif action.response_body_mode == "none":
         response.mode_override.response_body_mode = _NONE
     if action.dynamic_metadata:
@@ -128,12 +141,9 @@ def to_response(kind: str, action: Action) -> Any:
     return response
 
 
-Processor = RouterProcessor | UpstreamProcessor
-
-
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, processors: Processors) -> None:
+        self.processors = processors
 
     async def Process(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -142,27 +152,28 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         if role in OBSERVER_ROLES:
             await self._observe(OBSERVER_ROLES[role], request_iterator)
             return
-        processor: Processor | None = None
+        processor: RouterRole | UpstreamRole | None = None
         try:
             async for request in request_iterator:
                 kind = request.WhichOneof("request")
                 if processor is None:
                     host = host_metadata(request)
                     processor = (
-                        self.app.upstream(host)
+                        self.processors.upstream(host)
                         if host is not None
-                        else self.app.router(context.invocation_metadata())
+                        else self.processors.router(context.invocation_metadata())
                     )
                 try:
                     action = _dispatch(processor, kind, request)
-                    if not isinstance(action, Continue | Reply):
-                        action = await action  # a large body, processed in a thread
+                    while not isinstance(action, Continue | Reply):
+                        # A large body processed in a thread, or an async stage.
+                        action = await action
                 except Exception as exc:  # a bug: answer it, never leave Envoy waiting
                     log.exception("ext_proc: %s failed on %s", type(processor).__name__, kind)
                     action = processor.internal_error(kind, exc)
                 yield to_response(kind, action)
         finally:
-            if isinstance(processor, RouterProcessor):
+            if processor is not None:
                 processor.close()
 
     async def _observe(self, side: Side, request_iterator: AsyncIterator[Any]) -> None:
@@ -172,7 +183,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             async for request in request_iterator:
                 kind = request.WhichOneof("request")
                 if observer is None:
-                    observer = self.app.observer(side, host_metadata(request))
+                    observer = self.processors.observer(side, host_metadata(request))
                 message = getattr(request, kind)
                 if kind.endswith("_headers"):
                     pairs = header_pairs(message.headers)
@@ -184,9 +195,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 observer.close()
 
 
-#: gRPC metadata naming the filter's role (set in the generated bootstrap).
-ROLE_METADATA = "x-llm-role"
-OBSERVER_ROLES: dict[str, Side] = {"observe-client": "client", "observe-provider": "provider"}
+OBSERVER_ROLES: dict[str, Side] = {OBSERVE_CLIENT_ROLE: "client", OBSERVE_PROVIDER_ROLE: "provider"}
 
 
 def _role(context: grpc.aio.ServicerContext) -> str | None:
@@ -203,14 +212,19 @@ def header_pairs(header_map: Any) -> list[tuple[str, bytes]]:
     ]
 
 
-def _dispatch(processor: Processor, kind: str, request: Any) -> Action | Awaitable[Action]:
+#: An action now, or one to await (which may itself need awaiting: an async
+#: stage's answer to a body processed in a thread).
+Pending = Action | Awaitable[Any]
+
+
+def _dispatch(processor: RouterRole | UpstreamRole, kind: str, request: Any) -> Pending:
     if kind == "request_headers":
         message = request.request_headers
         return processor.request_headers(headers_dict(message.headers), message.end_of_stream)
     if kind == "request_body":
         body = request.request_body
         return _maybe_offload(processor.request_body, body.body, body.end_of_stream)
-    if isinstance(processor, RouterProcessor):
+    if not isinstance(processor, UpstreamRole):  # only the ROUTER role sees answers
         if kind == "response_headers":
             message = request.response_headers
             return processor.response_headers(
@@ -224,9 +238,7 @@ def _dispatch(processor: Processor, kind: str, request: Any) -> Action | Awaitab
     return Continue()
 
 
-def _maybe_offload(
-    fn: Callable[[bytes, bool], Action], body: bytes, eos: bool
-) -> Action | Awaitable[Action]:
+def _maybe_offload(fn: Callable[[bytes, bool], Pending], body: bytes, eos: bool) -> Pending:
     """Small bodies inline; large ones in a worker thread so other streams keep moving."""
     if len(body) >= OFFLOAD_BYTES:
         return asyncio.to_thread(fn, body, eos)

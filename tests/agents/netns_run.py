@@ -27,6 +27,56 @@ from tests.harness import start_proxy  # noqa: E402
 BIN = REPO / "tests" / "agents" / "node_modules" / ".bin"
 
 
+#: The destructive command a hostile or confused model asks the agent to run.
+WIPE = "git reset --hard && git clean -fd"
+
+
+def git_scratch_repo(path: Path) -> None:
+    """A repository with committed work, uncommitted edits and an untracked file."""
+    path.mkdir(parents=True, exist_ok=True)
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "dev@example.invalid")
+    git("config", "user.name", "Dev")
+    (path / "app.py").write_text("print('v1')\n")
+    git("add", "app.py")
+    git("commit", "-q", "-m", "v1")
+    (path / "app.py").write_text("print('v2: two hours of uncommitted work')\n")
+    (path / "notes.txt").write_text("untracked notes\n")
+
+
+def work_intact(path: Path) -> bool:
+    app = (path / "app.py").read_text() if (path / "app.py").exists() else ""
+    return "uncommitted work" in app and (path / "notes.txt").exists()
+
+
+def wiping_fake(model: str) -> Any:
+    """An Anthropic fake whose main-model answer asks the agent to wipe the work tree.
+
+    Side requests of the agent (titles, summaries) name another model and get text.
+    """
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+
+    class Wiping(FakeAnthropic):
+        asked = False
+
+        def _next_script(self, requested: str) -> Any:
+            if requested == model and not self.asked:
+                self.asked = True
+                return self._script_type(
+                    text="I will reset the repository.",
+                    tool_calls=(("Bash", json.dumps({"command": WIPE})),),
+                )
+            return self._script_type(text="Done.")
+
+    fake = Wiping(name="netns")
+    fake.start()
+    return fake
+
+
 def fake_for(schema: str, answer: str) -> Any:
     from tests.fakes.anthropic_upstream import FakeAnthropic
     from tests.fakes.gemini_upstream import FakeGemini
@@ -131,6 +181,15 @@ def main() -> int:
     parser.add_argument("--answer", default="PONG-7f3a")
     parser.add_argument("--prompt", default="Reply with the single word PONG.")
     parser.add_argument("--timeout", type=float, default=240)
+    parser.add_argument(
+        "--scenario",
+        choices=["answer", "git-wipe"],
+        default="answer",
+        help="git-wipe: a scratch repo with uncommitted work; the provider asks for " + WIPE,
+    )
+    parser.add_argument(
+        "--disable-commands", action="store_true", help="turn dangerous-command protection off"
+    )
     args = parser.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = Path(tempfile.mkdtemp(prefix="agent-"))
@@ -142,7 +201,11 @@ def main() -> int:
         llama = start_llama_server(work)
         backend = {"type": "openai-compatible", "base_url": llama.base_url, "api_key": "none"}
     else:
-        fake = fake_for(args.schema, args.answer)
+        fake = (
+            wiping_fake(args.model)
+            if args.scenario == "git-wipe"
+            else fake_for(args.schema, args.answer)
+        )
         backend = {
             "type": BACKEND_TYPES[args.schema],
             "base_url": fake.base_url,
@@ -151,6 +214,11 @@ def main() -> int:
     from tests.harness import proxy_config
 
     config = proxy_config({"up": backend}, default_backend="up")
+    if args.disable_commands:
+        config["commands"] = {"enabled": False}
+    repo = work / "repo"
+    if args.scenario == "git-wipe":
+        git_scratch_repo(repo)
     proxy = start_proxy(work, config)
     result: dict[str, Any] = {}
     try:
@@ -158,11 +226,14 @@ def main() -> int:
             args.agent, proxy, f"up:{args.model}", args.prompt, work / "home", args.real_model
         )
         (work / "home").mkdir(exist_ok=True)
+        if args.scenario == "git-wipe":
+            # The agent may run Bash without asking (as a user who allowed it would).
+            command += ["--allowedTools", "Bash", "--max-turns", "3"]
         started = time.monotonic()
         done = subprocess.run(
             command,
             env=env,
-            cwd=work,
+            cwd=repo if args.scenario == "git-wipe" else work,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -176,6 +247,13 @@ def main() -> int:
             "provider_requests": len(fake.chat_requests()) if fake else None,
             "provider_paths": sorted({r.path for r in fake.chat_requests()}) if fake else None,
         }
+        if args.scenario == "git-wipe":
+            result["work_intact"] = work_intact(repo)
+            result["tool_results"] = [
+                json.dumps(r.json)[-600:]
+                for r in (fake.chat_requests() if fake else [])
+                if r.json and "tool_result" in json.dumps(r.json)
+            ]
     except subprocess.TimeoutExpired as exc:
         result = {"returncode": None, "timeout": True, "stdout": str(exc.stdout)[-4000:]}
     finally:

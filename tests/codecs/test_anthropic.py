@@ -1448,7 +1448,9 @@ def proxy_app(monkeypatch: pytest.MonkeyPatch) -> Any:
 def route(app: Any, path: str, payload: dict[str, Any], headers: dict[str, str]) -> Any:
     from extproc.processing import Continue
 
-    router = app.router()
+    from extproc.processing.factory import Processors
+
+    router = Processors(app).router()
     first = router.request_headers({":method": "POST", ":path": path, **headers}, False)
     assert isinstance(first, Continue), first
     action = router.request_body(json.dumps(payload).encode(), True)
@@ -1461,7 +1463,7 @@ def stream_answer(router: Any, host: dict[str, str], chunks: list[bytes]) -> tup
     head = router.response_headers(
         {":status": "200", **FROM_UPSTREAM, "content-type": "text/event-stream"}, False, host
     )
-    assert isinstance(head, Continue) and head.response_body_mode == "streamed"
+    assert isinstance(head, Continue) and head.response_body_mode in ("streamed", "full_duplex")
     out = b""
     for i, chunk in enumerate(chunks):
         step = router.response_body(chunk, i == len(chunks) - 1)
@@ -1572,8 +1574,12 @@ def test_in_process_overload_becomes_529_and_count_tokens_and_models(proxy_app: 
     )
     assert isinstance(reply, Reply) and reply.status == 200
     assert json.loads(reply.body)["input_tokens"] > 0
-    listing = proxy_app.router().request_headers(
-        {":method": "GET", ":path": "/anthropic/v1/models"}, True
+    from extproc.processing.factory import Processors
+
+    listing = (
+        Processors(proxy_app)
+        .router()
+        .request_headers({":method": "GET", ":path": "/anthropic/v1/models"}, True)
     )
     assert isinstance(listing, Reply)
     assert all(m["type"] == "model" for m in json.loads(listing.body)["data"])
@@ -1620,7 +1626,20 @@ def test_in_process_openai_client_to_an_anthropic_backend(proxy_app: Any) -> Non
     assert out.endswith(b"data: [DONE]\n\n")
 
 
-def test_in_process_claude_client_to_an_anthropic_backend_passes_through(proxy_app: Any) -> None:
+@pytest.mark.parametrize("tool_checks", [False, True], ids=["checks-off", "checks-on"])
+def test_in_process_claude_client_to_an_anthropic_backend_passes_through(
+    monkeypatch: pytest.MonkeyPatch, tool_checks: bool
+) -> None:
+    from extproc.config import build_config
+    from extproc.processing import App
+
+    monkeypatch.setitem(CODECS, "anthropic", CODEC)
+    config = dict(PROXY_CONFIG)
+    if not tool_checks:
+        # The tool-call checks hold tool calls until complete (re-encoding them);
+        # with them off nothing stands between the provider's bytes and the client.
+        config.update(commands={"enabled": False}, redaction={"answers": False})
+    proxy_app = App(build_config(config))
     payload = copy.deepcopy(GOLDEN["request_claude_code_agent_turn"]["wire"])
     payload["model"] = "anthropic:claude-opus-4-1-20250805"
     router, action = route(proxy_app, "/v1/messages", payload, CLAUDE_HEADERS)
@@ -1633,4 +1652,20 @@ def test_in_process_claude_client_to_an_anthropic_backend_passes_through(proxy_a
     transcript = transcript_bytes(GOLDEN["stream_edge_cases_crlf_server_tools"])
     pieces = [transcript[i : i + 5] for i in range(0, len(transcript), 5)]
     _, out = stream_answer(router, {"instance": "anthropic", "schema": "anthropic"}, pieces)
-    assert out == transcript  # byte for byte, pings, CRLF and server-tool blocks included
+    if not tool_checks:
+        assert out == transcript  # byte for byte, pings, CRLF and server-tool blocks included
+        return
+
+    # Held and checked: the same message, block for block (the tool call arrives whole).
+    def message(data: bytes) -> Any:
+        decoder = CODEC.stream_decoder()
+        return aggregate_events(e for _, evs in decoder.feed(data) + decoder.finish() for e in evs)
+
+    def parts(data: bytes) -> list[Any]:
+        # An empty tool input arrives as "" from the provider and "{}" re-encoded.
+        return [
+            (p.id, p.name, json.loads(p.arguments or "{}")) if isinstance(p, ToolCallPart) else p
+            for p in message(data).content
+        ]
+
+    assert parts(out) == parts(transcript)

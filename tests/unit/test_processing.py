@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import pytest
 
-from extproc.canonical import CanonicalResponse, Envelope
+from extproc.canonical import CanonicalRequest, Envelope, StreamEvent, TextDelta
 from extproc.config import build_config
-from extproc.pipeline import Pipeline, RequestContext, Stage
+from extproc.pipeline import AnswerFilter, Emit, Pipeline, RequestContext, Stage
 from extproc.processing import App, Continue, Reply
+from extproc.processing.factory import Processors
 from extproc.processing.router import RouterProcessor
 
 CONFIG = {
@@ -53,7 +55,7 @@ def body(**fields: Any) -> bytes:
 def routed(
     app: App, payload: bytes, headers: dict[str, str] = HEADERS
 ) -> tuple[RouterProcessor, Continue]:
-    router = app.router()
+    router = Processors(app).router()
     first = router.request_headers(dict(headers), False)
     assert isinstance(first, Continue)
     action = router.request_body(payload, True)
@@ -68,22 +70,34 @@ def error_of(action: Any) -> dict[str, Any]:
 
 
 def test_request_headers_strip_credentials_and_internal_headers(app: App) -> None:
-    action = app.router().request_headers(dict(HEADERS), False)
+    action = Processors(app).router().request_headers(dict(HEADERS), False)
     assert isinstance(action, Continue)
     assert set(action.remove_headers) == {"authorization", "x-llm-cluster"}
 
 
 def test_unknown_path_wrong_method_and_models(app: App) -> None:
-    reply = app.router().request_headers({":method": "GET", ":path": "/nope"}, True)
+    reply = Processors(app).router().request_headers({":method": "GET", ":path": "/nope"}, True)
     assert isinstance(reply, Reply) and reply.status == 404
     assert error_of(reply)["code"] == "unknown_url"
-    reply = app.router().request_headers({":method": "PUT", ":path": "/v1/chat/completions"}, False)
+    reply = (
+        Processors(app)
+        .router()
+        .request_headers({":method": "PUT", ":path": "/v1/chat/completions"}, False)
+    )
     assert isinstance(reply, Reply) and reply.status == 405 and reply.headers["allow"] == "POST"
-    reply = app.router().request_headers({":method": "GET", ":path": "/v1/models?x=1"}, True)
+    reply = (
+        Processors(app)
+        .router()
+        .request_headers({":method": "GET", ":path": "/v1/models?x=1"}, True)
+    )
     assert isinstance(reply, Reply) and reply.status == 200
     ids = [m["id"] for m in json.loads(reply.body)["data"]]
     assert ids == ["smart", "gpt-4o", "openai:gpt-4o", "gpt-4o-mini"]
-    reply = app.router().request_headers({":method": "POST", ":path": "/v1/chat/completions"}, True)
+    reply = (
+        Processors(app)
+        .router()
+        .request_headers({":method": "POST", ":path": "/v1/chat/completions"}, True)
+    )
     assert isinstance(reply, Reply) and reply.status == 400
 
 
@@ -122,7 +136,7 @@ def test_single_endpoint_cluster_is_encoded_by_the_router(app: App) -> None:
     ],
 )
 def test_request_body_errors(app: App, payload: bytes, status: int, code: str) -> None:
-    router = app.router()
+    router = Processors(app).router()
     router.request_headers(dict(HEADERS), False)
     reply = router.request_body(payload, True)
     assert isinstance(reply, Reply) and reply.status == status
@@ -134,7 +148,7 @@ def upstream_request(app: App, host: dict[str, Any], payload: bytes) -> tuple[Co
     _, routed_action = routed(app, payload)
     assert routed_action.set_headers["x-llm-cluster"] == "pool/smart"
     assert routed_action.body is not None
-    upstream = app.upstream(host)
+    upstream = Processors(app).upstream(host)
     # What an earlier attempt at another account left in Envoy's shared header map.
     leftovers = {
         ":path": "/v1/chat/completions",
@@ -196,14 +210,20 @@ def test_shared_cluster_is_encoded_once_by_the_router() -> None:
     assert action.set_headers[":path"] == "/v1/chat/completions"
     assert "authorization" not in action.set_headers  # per host, by the UPSTREAM role
     assert action.body is not None and json.loads(action.body)["model"] == "gpt-4o"
-    first = app.upstream({"instance": "openai.2", "schema": "openai-chat", "model": "gpt-4o"})
+    first = Processors(app).upstream(
+        {"instance": "openai.2", "schema": "openai-chat", "model": "gpt-4o"}
+    )
     step = first.request_headers({"authorization": "Bearer sk-fake-provider-a"}, False)
     assert isinstance(step, Continue)
     assert step.set_headers["authorization"] == "Bearer sk-fake-provider-c"
 
 
 def test_upstream_unknown_instance_fails_the_attempt(app: App) -> None:
-    reply = app.upstream({"instance": "gone", "schema": "openai-chat"}).request_headers({}, False)
+    reply = (
+        Processors(app)
+        .upstream({"instance": "gone", "schema": "openai-chat"})
+        .request_headers({}, False)
+    )
     assert isinstance(reply, Reply) and reply.status == 500
     assert "sk-fake" not in reply.body.decode()
 
@@ -266,7 +286,7 @@ def streamed(app: App, include_usage: bool, chunks: list[bytes]) -> bytes:
         False,
         HOST_A,
     )
-    assert isinstance(action, Continue) and action.response_body_mode == "streamed"
+    assert isinstance(action, Continue) and action.response_body_mode in ("streamed", "full_duplex")
     assert "content-length" in action.remove_headers
     out = b""
     for i, chunk in enumerate(chunks):
@@ -297,7 +317,10 @@ def test_truncated_stream_ends_with_an_error_event(app: App) -> None:
 
 
 def test_same_protocol_answer_skips_the_processor_when_nothing_needs_it() -> None:
-    app = App(build_config({**CONFIG, "metrics": {"enabled": False}}))
+    # Nothing reads this answer: no metrics, no answer redaction (on by default).
+    app = App(
+        build_config({**CONFIG, "metrics": {"enabled": False}, "redaction": {"answers": False}})
+    )
     assert not app.needs_answer
     router, _ = routed(app, body())
     action = router.response_headers(
@@ -315,11 +338,21 @@ def test_same_protocol_answer_skips_the_processor_when_nothing_needs_it() -> Non
 
 
 class _Watcher(Stage):
+    """Reads every answer and changes nothing."""
+
     name = "watcher"
 
-    def on_response(self, ctx: RequestContext, response: CanonicalResponse) -> CanonicalResponse:
-        ctx.state["seen"] = response
-        return response
+    def answer_filter(self, ctx: RequestContext, request: CanonicalRequest) -> AnswerFilter:
+        return _Seen(ctx)
+
+
+class _Seen(AnswerFilter):
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+
+    def on_events(self, events: Sequence[StreamEvent]) -> Emit | None:
+        self.ctx.state.setdefault("seen", []).extend(events)
+        return None
 
 
 def test_buffered_answer_same_protocol_is_untouched() -> None:
@@ -349,7 +382,8 @@ def test_buffered_answer_same_protocol_is_untouched() -> None:
     ).encode()
     action = router.response_body(answer, True)
     assert isinstance(action, Continue) and action.body is None and not action.set_headers
-    assert router.ctx is not None and router.ctx.state["seen"].content[0].text == "ok"
+    assert router.ctx is not None
+    assert TextDelta("ok") in router.ctx.state["seen"]
 
 
 def test_provider_error_is_normalised(app: App) -> None:
@@ -478,7 +512,7 @@ def test_missing_provider_usage_is_estimated_for_the_client() -> None:
         "default_backend": "up",
     }
     app = App(build_config(config))
-    router = app.router()
+    router = Processors(app).router()
     anthropic_headers = {
         ":method": "POST",
         ":path": "/anthropic/v1/messages",
@@ -546,7 +580,7 @@ def test_answers_are_read_when_metrics_count_tokens(app: App) -> None:
 
 
 def test_proxy_errors_are_recorded_on_the_context(app: App) -> None:
-    router = app.router()
+    router = Processors(app).router()
     router.request_headers(HEADERS, False)
     action = router.request_body(b"{not json", True)
     assert isinstance(action, Reply) and action.status == 400

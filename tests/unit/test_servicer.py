@@ -157,8 +157,14 @@ def test_stream_mode_override_on_sse_answer() -> None:
             ),
         ]
     )
-    assert replies[2].mode_override.response_body_mode == 1  # STREAMED
-    assert replies[3].response_body.response.body_mutation.body == b"data: [DONE]\n\n"
+    # Answer stages are on by default (redaction): the ROUTER role may end the
+    # stream itself, so the body is FULL_DUPLEX_STREAMED and each chunk goes back
+    # as a streamed response.
+    assert replies[2].mode_override.response_body_mode == 4  # FULL_DUPLEX_STREAMED
+    assert replies[2].mode_override.response_trailer_mode == 1  # SEND
+    streamed = replies[3].response_body.response.body_mutation.streamed_response
+    assert streamed.end_of_stream
+    assert b"[DONE]" in streamed.body
 
 
 @pytest.mark.parametrize("kind", ["request_trailers", "response_trailers"])

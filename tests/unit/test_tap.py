@@ -15,7 +15,8 @@ import pytest
 from extproc.config import build_config
 from extproc.observe.capture import CaptureWriter, Exchange, exchanges
 from extproc.processing import App, Continue, Reply
-from extproc.processing.tap import CapturingRouter, CapturingUpstream, apply_mutation
+from extproc.processing.factory import Processors
+from extproc.processing.tap import TappedRouter, TappedUpstream, apply_mutation
 
 CLIENT_KEY = "sk-fake-client-key-0001"
 PROVIDER_KEY = "sk-fake-provider-key-0001"
@@ -73,8 +74,7 @@ def setup(tmp_path: Path) -> Any:
     )
     app = App(config)
     writer = CaptureWriter(config.capture)
-    app.capture_sink = writer
-    yield app, writer, tmp_path / "cap"
+    yield Processors(app, writer), writer, tmp_path / "cap"
     writer.close()
 
 
@@ -85,17 +85,19 @@ def read(writer: CaptureWriter, directory: Path, request_id: str) -> Exchange:
 
 
 def test_the_router_is_the_capturing_one_only_when_capture_is_on(tmp_path: Path) -> None:
-    plain = App(build_config({"backends": BACKENDS}))
+    plain = Processors(App(build_config({"backends": BACKENDS})))
     assert type(plain.router()).__name__ == "RouterProcessor"
-    observers = App(
-        build_config(
-            {"backends": BACKENDS, "capture": {"enabled": True, "observers": True}},
+    observers = Processors(
+        App(
+            build_config(
+                {"backends": BACKENDS, "capture": {"enabled": True, "observers": True}},
+            )
         )
     )
     assert type(observers.router()).__name__ == "RouterProcessor"
-    roles = App(build_config({"backends": BACKENDS, "capture": {"enabled": True}}))
-    assert isinstance(roles.router(), CapturingRouter)
-    assert isinstance(roles.upstream(HOST_OPENAI), CapturingUpstream)
+    roles = Processors(App(build_config({"backends": BACKENDS, "capture": {"enabled": True}})))
+    assert isinstance(roles.router(), TappedRouter)
+    assert isinstance(roles.upstream(HOST_OPENAI), TappedUpstream)
     # Capture needs every answer: no unseen pass-through.
     no_metrics = {"backends": BACKENDS, "metrics": {"enabled": False}}
     assert not App(build_config(no_metrics)).needs_answer

@@ -110,6 +110,8 @@ class _ToolBlock:
 
     def tail(self) -> str:
         """What to send before the block closes, so the input is a valid object."""
+        if self.mode == "passed":  # the provider's own deltas went out unchanged
+            return ""
         if self.mode == "pending":
             return "{}"
         if self.mode == "raw":
@@ -146,10 +148,19 @@ class AnthropicStreamEncoder:
         return not self._closed and not self._encoded
 
     def observe(self, events: list[StreamEvent], raw: bytes | None = None) -> None:
+        block = self._follow(raw) if raw else None
         for event in events:
             if isinstance(event, StreamStart):
                 self._on_start(event)
                 self._started = True
+            elif block is not None:
+                if isinstance(event, ToolCallStart):
+                    tool = _ToolBlock(block, closed=False)
+                    tool.mode = "passed"
+                    self._tools[event.index] = tool
+                    self._open_tools.append(event.index)
+                    self._called = True
+                    self._open = None
             elif isinstance(event, TextDelta):
                 self._count_block("text" if event.text else self._last_kind)
             elif isinstance(event, ReasoningDelta):
@@ -168,6 +179,39 @@ class AnthropicStreamEncoder:
                 self._usage = event.usage
             elif isinstance(event, StreamEnd | StreamError):
                 self._closed = True
+
+    def _follow(self, raw: bytes) -> int | None:
+        """Track the provider's own blocks from a passed-through event, so that encoding
+        can take over mid-answer: the index of a block this event starts, if any."""
+        if b"content_block_st" not in raw:
+            return None
+        data = raw[raw.find(b"data:") + 5 :]
+        try:
+            event = decoder.decode(data)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(event, dict) or not isinstance(event.get("index"), int):
+            return None
+        index: int = event["index"]
+        if event.get("type") == "content_block_stop":
+            if self._open is not None and self._open_index == index:
+                self._open = None
+            for key in [k for k in self._open_tools if self._tools[k].index == index]:
+                self._tools[key].closed = True
+                self._open_tools.remove(key)
+            return None
+        if event.get("type") != "content_block_start":
+            return None
+        block = event.get("content_block")
+        kind = block.get("type") if isinstance(block, dict) else None
+        self._next = max(self._next, index + 1)
+        self._last_kind = kind
+        # A text or thinking block goes on in encoding; any other block (tool use,
+        # server tools) is closed before anything else is encoded.
+        self._open = {"text": "text", "thinking": "thinking"}.get(str(kind), "other")
+        self._open_index = index
+        self._signed = False
+        return index
 
     def _count_block(self, kind: str | None, force: bool = False) -> None:
         if force or kind != self._last_kind:

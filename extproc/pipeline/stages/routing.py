@@ -9,9 +9,6 @@ from extproc.pipeline.stage import Stage
 from extproc.routing import Resolver, apply_params
 from extproc.routing.resolver import RequestFacts
 
-#: The one-off routing header (a routing expression for this request only).
-ROUTE_HEADER = "x-llm-route"
-
 
 class RoutingStage(Stage):
     name = "routing"

@@ -1,0 +1,43 @@
+"""The wire contract shared with Envoy: names both sides must spell the same.
+
+The bootstrap generator (:mod:`extproc.envoy_config.bootstrap`) writes these
+names into Envoy's configuration; the servicer and the roles read them back
+from what Envoy sends. Defined once here, imported everywhere else.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLUSTER_HEADER",
+    "EXT_PROC_FILTER",
+    "HOST_METADATA_ATTRIBUTE",
+    "INTERNAL_PREFIX",
+    "METADATA_NAMESPACE",
+    "OBSERVE_CLIENT_ROLE",
+    "OBSERVE_PROVIDER_ROLE",
+    "ROLE_METADATA",
+    "ROUTE_HEADER",
+]
+
+#: Internal headers between Envoy and the two roles; never trusted from a
+#: client (removed on arrival) and never sent to a provider or a client.
+INTERNAL_PREFIX = "x-llm-"
+#: The cluster the ROUTER role chose; Envoy's routes match on it.
+CLUSTER_HEADER = "x-llm-cluster"
+#: Dynamic and host metadata namespace: host metadata (which backend
+#: instance, schema and model an endpoint is) and the usage fields the ROUTER
+#: role hands Envoy's access log.
+METADATA_NAMESPACE = "llm"
+#: The request attribute that carries the chosen upstream host's metadata
+#: (configured on the UPSTREAM role's filter only: it tells the roles apart).
+HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
+#: The client's one-off routing header (a routing expression for one request,
+#: honoured only where ``routing.route_header`` allows it; never forwarded).
+ROUTE_HEADER = "x-llm-route"
+#: The ext_proc filter's name, under which Envoy groups attributes.
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+#: gRPC metadata naming the role of an ext_proc filter (set in the bootstrap).
+ROLE_METADATA = "x-llm-role"
+#: Roles of the observability-mode filters (wire capture with ``capture.observers``).
+OBSERVE_CLIENT_ROLE = "observe-client"
+OBSERVE_PROVIDER_ROLE = "observe-provider"

@@ -1,0 +1,56 @@
+"""File sandbox: tool calls that write, move or delete files outside the allowed roots.
+
+Off by default; ``sandbox: {enabled: true, roots: [/path/to/project]}`` turns
+it on. Editor tools (Claude Code Write/Edit/MultiEdit/NotebookEdit, Codex
+``apply_patch``, Gemini CLI ``write_file``/``replace``, Cline
+``write_to_file``, any ``path``/``file_path`` argument of a writing tool)
+and shell commands (redirections, ``rm``/``mv``/``cp`` targets and more) are
+checked; ``strict`` also blocks writes whose targets cannot be determined.
+"""
+
+from __future__ import annotations
+
+from extproc.canonical import CanonicalRequest, ToolCallPart
+from extproc.errors import PermissionDenied
+from extproc.pipeline.context import RequestContext
+from extproc.pipeline.stage import Stage
+from extproc.pipeline.stages.arguments import tool_arguments
+from extproc.pipeline.stages.policies import KeyPolicies
+from extproc.pipeline.toolgate import Block, ToolCheck, ToolVerdict
+from extproc.safety.sandbox import Sandbox
+
+__all__ = ["SandboxStage"]
+
+
+class SandboxStage(Stage):
+    name = "sandbox"
+
+    def __init__(
+        self, sandbox: Sandbox, *, action: str = "steer", policies: KeyPolicies | None = None
+    ) -> None:
+        self._check = _SandboxCheck(sandbox, action == "error")
+        self._policies = policies
+
+    def tool_check(self, ctx: RequestContext, request: CanonicalRequest) -> ToolCheck | None:
+        if self._policies is not None and self._policies.disabled(ctx, self.name):
+            return None
+        return self._check if request.tools else None
+
+
+class _SandboxCheck:
+    name = "sandbox"
+
+    def __init__(self, sandbox: Sandbox, error: bool) -> None:
+        self._sandbox = sandbox
+        self._error = error
+
+    def check(self, call: ToolCallPart) -> ToolVerdict | None:
+        violation = self._sandbox.check(call.name, tool_arguments(call.arguments))
+        if violation is None:
+            return None
+        message = (
+            f"The proxy blocked the {call.name} tool call: it writes to {violation.path!r}, "
+            f"{violation.reason}. Work only inside the project directory."
+        )
+        error = PermissionDenied(message, code="sandbox_violation") if self._error else None
+        return Block(message, error=error)

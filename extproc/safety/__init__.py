@@ -1,0 +1,1 @@
+"""Agent safety: engines the safety stages use (pure: no gRPC, no Envoy)."""
