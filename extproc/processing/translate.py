@@ -121,29 +121,46 @@ class StreamTranslator:
     def _translate(self, decoded: list[tuple[bytes, list[StreamEvent]]]) -> bytes:
         if not decoded:
             return b""
-        out: list[bytes] = []
-        encoder = self._encoder
-        chain = self._chain
         self.events += len(decoded)
-        for raw, events in decoded:
-            if chain is None:
-                sent, changed = events, False
-            else:
-                sent, changed = chain.feed(events)
-                if chain.ended is not None:
-                    out.append(self._end_early(sent, chain.ended))
-                    break
-                # While something is held, raw events would overtake it.
-                changed = changed or chain.holding
-            sent, estimated = self._account(sent)
-            changed = changed or estimated
-            if self._same and not changed and encoder.can_pass_through(events):
-                encoder.observe(events, raw)
-                out.append(raw)
-            else:
-                # Even an empty list: an encoder that follows the provider's own
-                # events (Responses) must learn that the stream diverged from them.
-                out.append(encoder.encode(sent))
+        chain = self._chain
+        if chain is None:
+            out: list[bytes] = []
+            for raw, events in decoded:
+                sent, estimated = self._account(events)
+                out.append(self._send([(raw, events)], sent, changed=estimated))
+            return b"".join(out)
+        # The stages see the chunk's events at once (one pass, not one per wire
+        # event): a chunk they leave alone still goes out as the provider's bytes.
+        events = [event for _, group in decoded for event in group]
+        sent, changed = chain.feed(events)
+        if chain.ended is not None:
+            return self._end_early(sent, chain.ended)
+        # While something is held, raw events would overtake it.
+        changed = changed or chain.holding
+        sent, estimated = self._account(sent)
+        return self._send(decoded, sent, changed=changed or estimated)
+
+    def _send(
+        self,
+        decoded: list[tuple[bytes, list[StreamEvent]]],
+        sent: list[StreamEvent],
+        *,
+        changed: bool,
+    ) -> bytes:
+        """The provider's raw bytes where they may pass, else ``sent`` encoded."""
+        encoder = self._encoder
+        if not self._same or changed:
+            # Even an empty list: an encoder that follows the provider's own
+            # events (Responses) must learn that the stream diverged from them.
+            return encoder.encode(sent)
+        out: list[bytes] = []
+        for at, (raw, events) in enumerate(decoded):
+            if not encoder.can_pass_through(events):
+                rest = [event for _, group in decoded[at:] for event in group]
+                out.append(encoder.encode(rest))
+                break
+            encoder.observe(events, raw)
+            out.append(raw)
         return b"".join(out)
 
     def _emit(self, events: list[StreamEvent]) -> bytes:

@@ -1447,7 +1447,6 @@ def proxy_app(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def route(app: Any, path: str, payload: dict[str, Any], headers: dict[str, str]) -> Any:
     from extproc.processing import Continue
-
     from extproc.processing.factory import Processors
 
     router = Processors(app).router()

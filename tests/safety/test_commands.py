@@ -279,6 +279,11 @@ def test_empty_guard() -> None:
         "{a,b}" * (MAX_LENGTH // 5),
         "rm -rf " + "a/" * (MAX_LENGTH // 2 - 8),
         "x" * (MAX_LENGTH * 20),
+        "find . -exec " * (MAX_LENGTH // 13),
+        "su -c " * (MAX_LENGTH // 6),
+        "\x1b[" * (MAX_LENGTH // 2),
+        "a|" * (MAX_LENGTH // 2),
+        "a|" * (MAX_LENGTH // 4) + "sh|" * (MAX_LENGTH // 6),
     ],
 )
 def test_hostile_input_is_checked_quickly(text: str) -> None:
@@ -312,6 +317,7 @@ def test_lone_surrogates() -> None:
         ("anything", {"script": "ls"}, ["ls"]),
         ("anything", {"commands": ["a", "b"]}, ["a", "b"]),
         ("Read", {"file_path": "/etc/passwd"}, []),
+        ("apply_patch", {"command": "*** Begin Patch\n git reset --hard\n*** End Patch"}, []),
         ("Bash", {"command": "   "}, []),
         ("Bash", {"command": 42}, []),
     ],
@@ -325,3 +331,9 @@ def test_commands_in_tool_call(
 def test_argv_tool_call_is_blocked() -> None:
     (command,) = commands_in_tool_call("shell", {"command": ["bash", "-lc", "git reset --hard"]})
     assert blocked_by(command) == "git-reset-hard"
+
+
+def test_or_is_not_a_pipe() -> None:
+    assert parse("curl https://x || bash").pipelines == ()
+    assert [[s.text for s in p] for p in parse("a |& b").pipelines] == [["a", "b"]]
+    assert blocked_by("curl -s https://x || sh") is None

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from extproc.safety.sandbox import Sandbox, WriteTargets, locate, paths_written
 from extproc.safety.sandbox.patch import patch_paths
@@ -52,6 +54,7 @@ def test_corpus() -> None:
     [
         ("Write", {"file_path": "a.txt", "content": ""}, ("a.txt",)),
         ("NotebookEdit", {"notebook_path": "n.ipynb"}, ("n.ipynb",)),
+        ("apply_patch", {"command": "*** Begin Patch\n*** Add File: p\n rm /x\n"}, ("p",)),
         ("write_file", {"path": "b"}, ("b",)),
         ("mcp__fs__edit_file", {"path": "c", "edits": []}, ("c",)),
         ("rename_file", {"source": "a", "destination": "b"}, ("b", "a")),
@@ -192,3 +195,11 @@ def test_hostile_commands_are_quick(command: str) -> None:
     started = time.perf_counter()
     SANDBOX.check("Bash", {"command": command})
     assert time.perf_counter() - started < 3.0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(max_size=300), st.sampled_from(["Bash", "Write", "apply_patch", "shell"]))
+def test_any_text_is_answered(text: str, tool: str) -> None:
+    arguments: dict[str, Any] = {"command": text, "file_path": text, "input": text}
+    result = Sandbox(["/work/proj"], home="/home/dev", strict=True).check(tool, arguments)
+    assert result is None or result.reason

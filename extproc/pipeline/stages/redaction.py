@@ -196,8 +196,17 @@ class _AnswerRedaction(AnswerFilter):
         return self._text.held > 0 or self._reasoning.held > 0
 
     def on_events(self, events: Sequence[StreamEvent]) -> Emit | None:
-        if not self.holding and not any(isinstance(e, TextDelta | ReasoningDelta) for e in events):
-            return None  # nothing to scan, nothing to release: the events pass as they are
+        if not self.holding:
+            texts: list[str] = []
+            reasoning = False
+            for event in events:
+                if isinstance(event, TextDelta):
+                    texts.append(event.text)
+                elif isinstance(event, ReasoningDelta) and event.text:
+                    reasoning = True  # event by event below
+                    break
+            if not reasoning and (not texts or self._text.pass_whole("".join(texts))):
+                return None  # no secret, nothing held: the events pass as they are
         out: list[StreamEvent] | None = None
         for i, event in enumerate(events):
             new: list[StreamEvent] = [event]

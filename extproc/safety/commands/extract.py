@@ -15,6 +15,9 @@ Argument shapes (as the agents define their tools):
 * any other tool: a string or argv-list ``command``, ``cmd`` or ``script``, or a list of
   strings ``commands``.
 
+A string that starts with ``*** Begin Patch`` is a Codex patch (a freeform
+``apply_patch`` call whose raw text arrives as ``command``), not a shell command.
+
 An argv list becomes one command text with :func:`shlex.join` (``["bash", "-lc",
 "git reset --hard"]`` -> ``bash -lc 'git reset --hard'``; the normaliser unwraps the shell).
 """
@@ -25,7 +28,10 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["commands_in_tool_call"]
+__all__ = ["PATCH_START", "commands_in_tool_call"]
+
+#: How a Codex ``apply_patch`` patch begins.
+PATCH_START = "*** Begin Patch"
 
 _KEYS = ("command", "cmd", "script")
 #: Tools whose ``chars`` are typed into a running shell.
@@ -49,7 +55,8 @@ def _scalar(value: Any) -> bool:
 
 def _command_text(value: Any) -> str | None:
     if isinstance(value, str):
-        return value if value.strip() else None
+        # A Codex patch (freeform apply_patch, its text passed on as is) is not shell.
+        return value if value.strip() and not value.lstrip().startswith(PATCH_START) else None
     if isinstance(value, list):
         return _argv(value)
     return None

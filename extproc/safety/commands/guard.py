@@ -131,13 +131,18 @@ class CommandGuard:
 
     def _pipelines(self, parsed: ParsedCommand) -> Blocked | None:
         for stages in parsed.pipelines:
+            # Per pipeline rule, the first stage its ``after`` matches (computed once: a
+            # long pipeline costs one pass per rule, not one per stage).
+            first: dict[int, int] = {}
             for position in range(1, len(stages)):
-                found = self._stage(stages, position)
+                found = self._stage(stages, position, first)
                 if found is not None:
                     return found
         return None
 
-    def _stage(self, stages: tuple[SimpleCommand, ...], position: int) -> Blocked | None:
+    def _stage(
+        self, stages: tuple[SimpleCommand, ...], position: int, first: dict[int, int]
+    ) -> Blocked | None:
         text = stages[position].text
         for index in self._hits(text):
             compiled = self._compiled[index]
@@ -146,7 +151,11 @@ class CommandGuard:
                 continue
             if compiled.unless is not None and compiled.unless.search(text):
                 continue
-            if any(after.match(stage.text) for stage in stages[:position]):
+            if index not in first:
+                first[index] = next(
+                    (i for i, stage in enumerate(stages) if after.match(stage.text)), len(stages)
+                )
+            if first[index] < position:
                 pipeline = " | ".join(stage.text for stage in stages[: position + 1])
                 return Blocked(compiled.rule, pipeline)
         return None

@@ -231,13 +231,12 @@ class _Lexer:
                 parens += 1
                 end_pipeline()
             elif char == "|":
-                self.pos += 1
-                if self._peek() == "|":
-                    self.pos += 1
+                following = self._peek()
+                if following == "|":  # ||
+                    self.pos += 2
                     end_pipeline()
-                else:
-                    if self._peek() == "&":
-                        self.pos += 1
+                else:  # | or |&
+                    self.pos += 2 if following == "&" else 1
                     end_command()
             elif char == "&":
                 following = self._peek()

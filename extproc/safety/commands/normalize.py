@@ -47,6 +47,7 @@ is not unwrapped; both mark the result incomplete.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -213,8 +214,12 @@ class _Builder:
         for inner in raw.inner:
             self.pipeline(inner, windows, depth, ())
         own = [_pair(redirect) for redirect in raw.redirects]
+        if any(target is None and not _is_dup(op) for op, target in own):
+            # "cat >" with nothing after: a syntax error the shell refuses; dropped.
+            self.complete = False
+            own = [(op, target) for op, target in own if target is not None or _is_dup(op)]
         redirects = [*own, *extra]
-        words: Sequence[Word] = raw.words
+        words: Sequence[Word] = self.expand(raw.words)
         wrappers: list[str] = []
         lowered = ""
         for _ in range(_MAX_WRAPPERS):
@@ -251,6 +256,25 @@ class _Builder:
             lowered = ""
         return self.finish(words, redirects, windows, depth, wrappers, lowered)
 
+    def expand(self, words: list[Word]) -> list[Word]:
+        """Unquoted brace lists expanded (``{/,}`` -> ``/``), as bash does before running."""
+        if not any("{" in word.value for word in words) or not any(
+            word.is_plain and has_braces(word.value) for word in words
+        ):
+            return words
+        out: list[Word] = []
+        for word in words:
+            expanded = expand_braces(word.value) if word.is_plain else None
+            if expanded is None:
+                self.complete = self.complete and not (word.is_plain and has_braces(word.value))
+                out.append(word)
+                continue
+            for item in expanded:
+                if item:  # bash drops the empty words of an expansion
+                    text = _nfkc(item)
+                    out.append(Word(text, text, len(text)))
+        return out
+
     @staticmethod
     def command_string(words: Sequence[Word], lowered: str) -> str | None:
         """The command text a POSIX program runs from its arguments (``eval``, ``su -c``,
@@ -278,17 +302,7 @@ class _Builder:
         if words:
             lowered = lowered or program_name(words[0]).lower()
             windows = windows or lowered in WINDOWS_PROGRAMS
-            argv = [lowered]
-            for word in words[1:]:
-                text = word_text(word, windows)
-                if word.is_plain and has_braces(text):
-                    expanded = expand_braces(text)
-                    if expanded is None:
-                        self.complete = False
-                    else:  # bash drops the empty words of an expansion
-                        argv.extend(item for item in expanded if item)
-                        continue
-                argv.append(text)
+            argv = [lowered, *(word_text(word, windows) for word in words[1:])]
             if lowered == "git":
                 argv = [argv[0], *argv[git_subcommand_start(argv) :]]
             elif lowered == "find":
@@ -298,6 +312,9 @@ class _Builder:
 
     def find_exec(self, words: Sequence[Word], windows: bool, depth: int) -> None:
         """The commands of ``find ... -exec CMD ... ;`` (and ``-execdir``, ``-ok``)."""
+        if depth + 1 > MAX_DEPTH:
+            self.complete = False
+            return
         index = 1
         while index < len(words):
             if words[index].value in _FIND_EXEC:
@@ -305,7 +322,8 @@ class _Builder:
                 while end < len(words) and words[end].value not in (";", "+"):
                     end += 1
                 if end > index + 1:
-                    self.command(RawCommand(list(words[index + 1 : end])), windows, depth, ())
+                    inner = RawCommand(list(words[index + 1 : end]))
+                    self.command(inner, windows, depth + 1, ())
                 index = end
             index += 1
 
@@ -323,6 +341,16 @@ def _strip_leading(words: Sequence[Word]) -> Sequence[Word]:
         else:
             break
     return words[index:] if index else words
+
+
+def _nfkc(text: str) -> str:
+    """Pieces of a word can compose once apart (``{a,b}`` + a combining mark)."""
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def _is_dup(op: str) -> bool:
+    """``2>&1``, ``>&-``: a descriptor copied or closed (no target word)."""
+    return op[-1:] in "0123456789-" and "&" in op
 
 
 def _split_fd(op: str) -> tuple[str, str]:

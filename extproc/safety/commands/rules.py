@@ -98,6 +98,16 @@ _TREE = (
     r"|/mnt/[a-z]/?\*?|/[a-z]/?\*?|/(?:mnt/)?[a-z]/Users(?:/[^/ ]+)?/?\*?"
     r"|" + _SYSTEM_DIRS + r")"
 )
+_RECURSIVE_R = r"(?:-R|--recursive|-[a-zA-Z]*R[a-zA-Z]*)"
+#: The root and system directories.
+_SYSTEM_TREE = r"(?:/[/.]*\*?|" + _SYSTEM_DIRS + r")"
+#: System files whose loss or replacement breaks logins, sudo, name resolution or boot.
+_ETC_CRITICAL = (
+    r"/etc/(?:passwd|shadow|group|gshadow|sudoers|sudoers\.d/[^ ]+|hosts|fstab|crypttab"
+    r"|resolv\.conf|hostname|environment|profile|bashrc|ld\.so\.preload|ld\.so\.conf"
+    r"|crontab|inittab|machine-id|nsswitch\.conf|login\.defs|ssh/sshd?_config|pam\.d/[^ ]+"
+    r"|security/[^ ]+|default/grub)"
+)
 #: The root, home directories and system directories (not the working directory).
 _ROOTISH = (
     r"(?:/[/.]*\*?|~/?\*?|\$HOME/?\*?|'\$\{HOME\}/?\*?'|/(?:home|Users)/[^/ ]+/?\*?|"
@@ -438,26 +448,33 @@ _FILESYSTEM: tuple[CommandRule, ...] = (
     ),
     _rule(
         "chmod-recursive-system",
-        "recursively changing permissions or owners of /, home or system directories breaks "
-        "the system (sudo, ssh and services refuse to work)",
+        "recursively changing permissions or owners of /, system directories (or the "
+        "permissions of a home directory) breaks the system: sudo, ssh and services refuse "
+        "to work",
         "change only your project's files, e.g. `chmod -R u+w ./src`",
-        r"^(?:chmod|chown|chgrp)"
-        + _ARGS
-        + r" (?:-R|--recursive|-[a-zA-Z]*R[a-zA-Z]*)"
-        + _ARGS
-        + " "
-        + _ROOTISH
-        + _END,
+        r"^chmod" + _ARGS + " " + _RECURSIVE_R + _ARGS + " " + _ROOTISH + _END,
+        r"^(?:chown|chgrp)" + _ARGS + " " + _RECURSIVE_R + _ARGS + " " + _SYSTEM_TREE + _END,
     ),
     _rule(
         "etc-overwrite",
-        "this truncates or overwrites a system configuration file in /etc",
+        "this truncates a file in /etc or overwrites a critical system file (passwd, shadow, "
+        "sudoers, hosts, fstab, ...)",
         "edit the file with the user's consent (append with `>>` or `tee -a` if you must), "
         "keeping a backup",
-        r"(?:.* )?(?:[0-9]*>|&>|[0-9]*>\|) /etc/[^ ]+",
+        r"(?:(?::|true) )?(?:[0-9]*>|&>|[0-9]*>\|) /etc/[^ ]+",
+        r"(?:.* )?(?:[0-9]*>|&>|[0-9]*>\|) " + _ETC_CRITICAL + _END,
         r"^truncate" + _ARGS + r" /etc/[^ ]+",
-        r"^tee(?: (?:-i|-p|--ignore-interrupts|--output-error(?:=[^ ]*)?))* /etc/[^ ]+",
+        r"^tee(?: (?:-i|-p|--ignore-interrupts|--output-error(?:=[^ ]*)?))* "
+        + _ETC_CRITICAL
+        + _END,
         r"^cp" + _ARGS + r" /dev/null /etc/[^ ]+",
+    ),
+    _rule(
+        "rm-git-directory",
+        "deleting .git destroys the repository's whole history, unpushed commits and stashes",
+        "leave .git alone; to start over on a branch use `git switch --orphan <name>`",
+        r"^rm" + _ARGS + " " + _RECURSIVE + _ARGS + r" (?:\./)?\.git/?" + _END,
+        r"^rm" + _ARGS + r" (?:\./)?\.git/?" + _ARGS + " " + _RECURSIVE + _END,
     ),
     _rule(
         "mv-to-dev-null",
@@ -689,6 +706,7 @@ _DATA: tuple[CommandRule, ...] = (
         "remove the containers you started, by name or id",
         r"^(?:docker|podman) (?:container )?rm" + _ARGS + r" '(?:\$\(|\x60)(?:docker|podman) "
         r"(?:container )?(?:ps|ls)(?: |\)|\x60)",
+        unless=r" (?:--filter|-f) [a-z]+=",
     ),
     _rule(
         "docker-rm-all-piped",

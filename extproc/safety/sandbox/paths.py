@@ -4,7 +4,8 @@ Editor tools (argument shapes as the agents define them):
 
 * Claude Code ``Write``, ``Edit``, ``MultiEdit``: ``file_path``; ``NotebookEdit``:
   ``notebook_path``;
-* Codex ``apply_patch``: the patch in ``input`` (freeform tool) or ``patch``, or an argv
+* Codex ``apply_patch``: the patch in ``input`` (freeform tool), ``patch`` or ``command``
+  (raw text that is not JSON arrives so), or an argv
   ``command: ["apply_patch", "*** Begin Patch ..."]``; its ``*** Add File:``,
   ``*** Update File:``, ``*** Delete File:`` and ``*** Move to:`` paths;
 * Gemini CLI ``write_file`` and ``replace``: ``file_path`` (older versions ``path``);
@@ -127,8 +128,15 @@ def paths_written(tool_name: str, arguments: Mapping[str, Any]) -> WriteTargets:
         paths.extend(found)
         unparsed = not found
     elif name in _PATCH_TOOLS and not isinstance(arguments.get("command"), list):
-        patch = arguments.get("input", arguments.get("patch"))
-        found = patch_paths(patch) if isinstance(patch, str) else []
+        patch = next(
+            (
+                v
+                for key in ("input", "patch", "command")
+                if isinstance(v := arguments.get(key), str)
+            ),
+            None,
+        )
+        found = patch_paths(patch) if patch is not None else []
         paths.extend(found)
         unparsed = not found
     else:

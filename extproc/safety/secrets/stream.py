@@ -125,10 +125,7 @@ class StreamRedactor:
             text = self._swallowing(text)
         if not text:
             return ""
-        if not self._held and not self._block_open and self._quiet(text):
-            # Nothing held, nothing found, and the last token cannot grow into a
-            # secret: the text goes out as it is (the same object: unchanged).
-            self._remember(text)
+        if self.pass_whole(text):
             return text
         if self._block_open:
             self._held += text
@@ -147,6 +144,18 @@ class StreamRedactor:
         self._held += text
         out = self._drain(final=False)
         return text if out == text else out  # the same object when nothing changed
+
+    def pass_whole(self, text: str) -> bool:
+        """True when ``text`` may go out unchanged, as it is (it is then taken as sent).
+
+        That is: nothing is held, no secret is in it (with the lookbehind as
+        context), and its last token cannot still grow into one. One call can
+        judge the text of several events at once.
+        """
+        if self._held or self._block_open or self._swallow != _NONE or not self._quiet(text):
+            return False
+        self._remember(text)
+        return True
 
     def finish(self) -> str:
         """The rest of the text, redacted. The redactor is then ready for a new channel."""
