@@ -133,13 +133,11 @@ def _collect_stream(result: PhaseResult, ttfts: list[int], per_chunk: list[float
             per_chunk.append(sample.total_ns / sample.content_chunks / 1e6)
 
 
-def render(section: Mapping[str, Any]) -> str:
+def table(section: Mapping[str, Any]) -> list[str]:
+    """The rows of an interleaved measurement: one line per target, added over Envoy alone."""
     rows = section["targets"]
     added = section["added"]
     lines = [
-        "== 8. Observability: wire capture on the hot path " + "=" * 49,
-        "concurrency 1, interleaved rounds; proxy = metrics on, capture off (the default);",
-        "capture = + wire capture; all = + capture, usage (SQLite), tracing (not exported)",
         "target    requests  errors   p50 ms   p99 ms   added p50   TTFT p50   per chunk p50",
         "--------  --------  ------  -------  -------  ----------  ---------  --------------",
     ]
@@ -151,6 +149,16 @@ def render(section: Mapping[str, Any]) -> str:
             f"{row['p99_ms']:>7.3f}  {added_text}  {row['ttft_p50_ms']:>9.3f}  "
             f"{row['per_chunk_p50_ms']:>14.4f}"
         )
+    return lines
+
+
+def render(section: Mapping[str, Any]) -> str:
+    lines = [
+        "== 8. Observability: wire capture on the hot path " + "=" * 49,
+        "concurrency 1, interleaved rounds; proxy = metrics on, capture off (the default);",
+        "capture = + wire capture; all = + capture, usage (SQLite), tracing (not exported)",
+        *table(section),
+    ]
     growth = section["growth"]
     lines += [
         "",

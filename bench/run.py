@@ -416,6 +416,15 @@ def run_profile(
     return {"runs": runs}
 
 
+def _extra_proxy(
+    stack: contextlib.ExitStack, logs: Path, config: dict[str, Any], variant: str
+) -> Target:
+    """Another proxy beside the benchmark's (fresh ports), as a target."""
+    config.update(port=free_port(), grpc_port=free_port(), admin_port=free_port())
+    start_proxy(stack, logs, config, name=f"proxy-{variant}")
+    return Target(variant, "127.0.0.1", config["port"], CHAT_PATH, CLIENT_KEY)
+
+
 def run_observability(
     stack: contextlib.ExitStack,
     logs: Path,
@@ -428,10 +437,8 @@ def run_observability(
     variants = {}
     for variant in ("capture", "all"):
         config = observability_config(proxy_cfg, logs, variant)
-        config.update(port=free_port(), grpc_port=free_port(), admin_port=free_port())
         config["capture"]["grpc_port"] = free_port()
-        start_proxy(stack, logs, config, name=f"proxy-{variant}")
-        variants[variant] = Target(variant, "127.0.0.1", config["port"], CHAT_PATH, CLIENT_KEY)
+        variants[variant] = _extra_proxy(stack, logs, config, variant)
     measured = {"envoy": targets["envoy"], "proxy": targets["proxy"], **variants}
     return asyncio.run(
         measure_observability(
@@ -452,9 +459,7 @@ def run_safety(
     measured: dict[str, Target] = {"envoy": targets["envoy"]}
     for variant in ("plain", "safety"):
         config = safety_config(proxy_cfg, variant, logs)
-        config.update(port=free_port(), grpc_port=free_port(), admin_port=free_port())
-        start_proxy(stack, logs, config, name=f"proxy-{variant}")
-        measured[variant] = Target(variant, "127.0.0.1", config["port"], CHAT_PATH, CLIENT_KEY)
+        measured[variant] = _extra_proxy(stack, logs, config, variant)
     section = asyncio.run(
         measure_safety(
             measured, MODEL, expected_text, settings.latency_requests, settings.stream_requests

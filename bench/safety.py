@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.load import SYSTEM_PROMPT, USER_PROMPT, Target
 from bench.observability import measure as measure_interleaved
+from bench.observability import table
 
 #: Floors of the safety issue, over the plain proxy.
 REQUEST_FLOOR_MS = 0.3
@@ -100,22 +101,13 @@ async def measure(
 
 
 def render(section: Mapping[str, Any]) -> str:
-    rows, added = section["targets"], section["added"]
+    rows = section["targets"]
     lines = [
         "== 9. Agent safety stages on the hot path " + "=" * 57,
         "concurrency 1, interleaved rounds; requests declare 2 tools and carry a fake secret;",
         "plain = every safety stage off; safety = redaction, commands, tool access, sandbox on",
-        "target    requests  errors   p50 ms   p99 ms   added p50   TTFT p50   per chunk p50",
-        "--------  --------  ------  -------  -------  ----------  ---------  --------------",
+        *table(section),
     ]
-    for name, row in rows.items():
-        extra = added.get(name, {}).get("p50_ms")
-        added_text = f"{extra:>+10.3f}" if extra is not None else f"{'-':>10}"
-        lines.append(
-            f"{name:<8}  {row['requests']:>8}  {row['errors']:>6}  {row['p50_ms']:>7.3f}  "
-            f"{row['p99_ms']:>7.3f}  {added_text}  {row['ttft_p50_ms']:>9.3f}  "
-            f"{row['per_chunk_p50_ms']:>14.4f}"
-        )
     request_cost = rows["safety"]["p50_ms"] - rows["plain"]["p50_ms"]
     chunk_cost = rows["safety"]["per_chunk_p50_ms"] - rows["plain"]["per_chunk_p50_ms"]
     lines += [

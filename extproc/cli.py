@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -323,33 +324,29 @@ def _warn_about(config: Config) -> None:
             log.warning("backend %s has no api_key; requests go out unauthenticated", name)
 
 
-def key_id_main(argv: list[str]) -> int:
-    """Print the id of each key read from stdin (one per line): never from argv (shell history)."""
-    from extproc.pipeline.context import key_id
-
+def _each_key(argv: list[str], usage: str, show: Callable[[str], str]) -> int:
+    """Print ``show(key)`` for each key read from stdin: never from argv (shell history)."""
     if argv:
-        print("usage: python -m extproc key-id < keys.txt  (keys on stdin)", file=sys.stderr)
+        print(f"usage: {usage}  (keys on stdin)", file=sys.stderr)
         return 2
     found = False
     for line in sys.stdin:
         key = line.strip()
         if key:
             found = True
-            print(key_id(key))
+            print(show(key))
     return 0 if found else 2
+
+
+def key_id_main(argv: list[str]) -> int:
+    """Print the id of each key read from stdin (one per line)."""
+    from extproc.pipeline.context import key_id
+
+    return _each_key(argv, "python -m extproc key-id < keys.txt", key_id)
 
 
 def hash_key_main(argv: list[str]) -> int:
     """Print ``sha256:<hex>`` of each key read from stdin, for ``api_keys`` in the config."""
     from extproc.auth import hash_key
 
-    if argv:
-        print("usage: python -m extproc hash-key < keys.txt  (keys on stdin)", file=sys.stderr)
-        return 2
-    found = False
-    for line in sys.stdin:
-        key = line.strip()
-        if key:
-            found = True
-            print(hash_key(key))
-    return 0 if found else 2
+    return _each_key(argv, "python -m extproc hash-key < keys.txt", hash_key)

@@ -214,16 +214,9 @@ class AnswerChain:
         """Flush the filters after the one that ended, then the answer's end."""
         out: list[StreamEvent] = []
         if not self._flushed:
-            self._flushed = True
-            for i in range(after, len(self._filters)):
-                flt = self._filters[i]
-                try:
-                    emitted = flt.on_flush()
-                except Exception as exc:
-                    raise StageFailed(flt.name, exc) from exc
-                if emitted is not None:
-                    more, _ = self._run(emitted.events, i + 1)
-                    out.extend(more)
+            out, _ = self._flush(after)
+            if self.ended is not None:  # a later filter ended it while flushing
+                return out
         self.ended = end
         if end.note:
             out.append(TextDelta(end.note))

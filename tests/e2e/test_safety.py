@@ -424,3 +424,111 @@ def test_failed_keys_lock_the_client_out_and_the_lock_expires(
         fake.queue_response(text="welcome back")
         answer = post(CLIENT_KEY)
         assert answer.status_code == 200, answer.text
+
+
+def test_secrets_in_tool_calls_and_results_never_reach_the_provider(
+    safety_proxy: ProxyProcess, fakes: dict[str, Any]
+) -> None:
+    """The history's tool-call arguments and tool results, in all four dialects."""
+    fake = fakes["chat"]
+    arguments = json.dumps({"command": f"export GITHUB_TOKEN={GITHUB_TOKEN}"})
+    result = f"exported; AWS id {AWS_ID} in use"
+    model = f"chat:{MODEL}"
+    chat = openai.OpenAI(base_url=safety_proxy.openai_base_url, api_key=CLIENT_KEY, max_retries=0)
+    claude = anthropic.Anthropic(
+        base_url=f"{safety_proxy.base_url}/anthropic", api_key=CLIENT_KEY, max_retries=0
+    )
+    gem = genai.Client(
+        api_key=CLIENT_KEY,
+        http_options=gtypes.HttpOptions(base_url=safety_proxy.base_url, api_version="v1beta"),
+    )
+    chat_tools: Any = [
+        {"type": "function", "function": {"name": "Bash", "parameters": BASH_TOOL["schema"]}}
+    ]
+
+    def via_chat() -> None:
+        messages: Any = [
+            {"role": "user", "content": "set it up"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "Bash", "arguments": arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": result},
+        ]
+        chat.chat.completions.create(model=model, messages=messages, tools=chat_tools)
+
+    def via_responses() -> None:
+        items: Any = [
+            {"role": "user", "content": "set it up"},
+            {"type": "function_call", "call_id": "c1", "name": "Bash", "arguments": arguments},
+            {"type": "function_call_output", "call_id": "c1", "output": result},
+        ]
+        tools: Any = [{"type": "function", "name": "Bash", "parameters": BASH_TOOL["schema"]}]
+        chat.responses.create(model=model, input=items, tools=tools)
+
+    def via_anthropic() -> None:
+        claude.messages.create(
+            model=model,
+            max_tokens=64,
+            tools=[{"name": "Bash", "input_schema": BASH_TOOL["schema"]}],  # type: ignore[list-item]
+            messages=[
+                {"role": "user", "content": "set it up"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "tool_use",
+                            "id": "c1",
+                            "name": "Bash",
+                            "input": json.loads(arguments),
+                        }
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "c1", "content": result}],
+                },
+            ],
+        )
+
+    def via_gemini() -> None:
+        call = gtypes.Part(
+            function_call=gtypes.FunctionCall(name="Bash", args=json.loads(arguments))
+        )
+        answer = gtypes.Part(
+            function_response=gtypes.FunctionResponse(name="Bash", response={"output": result})
+        )
+        gem.models.generate_content(
+            model=model,
+            contents=[
+                gtypes.Content(role="user", parts=[gtypes.Part(text="set it up")]),
+                gtypes.Content(role="model", parts=[call]),
+                gtypes.Content(role="user", parts=[answer]),
+            ],
+            config=gtypes.GenerateContentConfig(
+                tools=[
+                    gtypes.Tool(
+                        function_declarations=[
+                            gtypes.FunctionDeclaration(
+                                name="Bash", parameters_json_schema=BASH_TOOL["schema"]
+                            )
+                        ]
+                    )
+                ],
+                automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
+            ),
+        )
+
+    for send in (via_chat, via_responses, via_anthropic, via_gemini):
+        fake.queue_response(text="done")
+        send()
+        seen = provider_saw(fake)
+        assert GITHUB_TOKEN not in seen and AWS_ID not in seen, send.__name__
+        assert seen.count("[REDACTED:") >= 2, (send.__name__, seen)
