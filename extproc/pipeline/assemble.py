@@ -91,12 +91,12 @@ def _commands(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> St
         ),
     ]
     guard = CommandGuard(rules, disabled=section.disable_rules, strict=section.strict)
-    metrics = telemetry.metrics
-
-    def on_block(rule_id: str) -> None:
-        metrics.count_safety("commands", "blocked", rule_id)
-
-    return CommandStage(guard, action=section.action, policies=policies, on_block=on_block)
+    return CommandStage(
+        guard,
+        action=section.action,
+        policies=policies,
+        on_block=_counter(telemetry, "commands"),
+    )
 
 
 def _tool_access(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> Stage | None:
@@ -118,7 +118,12 @@ def _tool_access(config: Config, policies: KeyPolicies, telemetry: Telemetry) ->
             for r in section.rules
         ]
     )
-    return ToolAccessStage(policy, action=section.action, policies=policies)
+    return ToolAccessStage(
+        policy,
+        action=section.action,
+        policies=policies,
+        on_block=_counter(telemetry, "tool_access"),
+    )
 
 
 def _sandbox(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> Stage | None:
@@ -131,7 +136,19 @@ def _sandbox(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> Sta
     from extproc.safety.sandbox import Sandbox
 
     sandbox = Sandbox(section.roots, home=section.home, strict=section.strict)
-    return SandboxStage(sandbox, action=section.action, policies=policies)
+    return SandboxStage(
+        sandbox, action=section.action, policies=policies, on_block=_counter(telemetry, "sandbox")
+    )
+
+
+def _counter(telemetry: Telemetry, stage: str) -> Callable[[str], None]:
+    """Counts a stage's blocked tool calls in ``llm_proxy_safety_actions_total``."""
+    metrics = telemetry.metrics
+
+    def blocked(detail: str) -> None:
+        metrics.count_safety(stage, "blocked", detail)
+
+    return blocked
 
 
 _BUILDERS: dict[str, Callable[[Config, KeyPolicies, Telemetry], Stage | None]] = {

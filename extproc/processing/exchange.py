@@ -280,6 +280,9 @@ class Exchange:
     def _error_from_upstream(self, body: bytes) -> CanonicalError:
         if self.backend is not None:
             error = self.backend.decode_error(self.status, body, self.retry_after)
+            # A provider may echo a credential (its key, a client's pasted secret): the
+            # client and the logs get the message with known keys and key shapes replaced.
+            error.message = self.telemetry.redact(error.message)
             ctx = self.ctx
             if ctx.backend and is_quota_error(self.status, error.code, error.message):
                 # Envoy's attempt log carries statuses, not bodies: only an answer

@@ -587,3 +587,15 @@ def test_proxy_errors_are_recorded_on_the_context(app: App) -> None:
     ctx = router.ctx
     assert ctx is not None and (ctx.status, ctx.error_code) == (400, "invalid_json")
     assert ctx.finished is not None
+
+
+def test_a_provider_key_echoed_in_an_error_never_reaches_the_client(app: App) -> None:
+    router, _ = routed(app, body())
+    router.response_headers(
+        {":status": "401", **FROM_UPSTREAM, "content-type": "application/json"}, False, HOST_A
+    )
+    echoed = {"error": {"message": "bad key sk-fake-provider-a for org", "type": "auth"}}
+    action = router.response_body(json.dumps(echoed).encode(), True)
+    assert isinstance(action, Continue) and action.body is not None
+    assert b"sk-fake-provider-a" not in action.body
+    assert b"bad key [REDACTED:" in action.body

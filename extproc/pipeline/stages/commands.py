@@ -10,7 +10,7 @@ instead (``action: steer``), or ends the answer with a 403 (``action: error``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from extproc.canonical import CanonicalRequest, ToolCallPart
 from extproc.errors import PermissionDenied
@@ -33,7 +33,7 @@ class CommandStage(Stage):
         *,
         action: str = "steer",
         policies: KeyPolicies | None = None,
-        on_block: Any = None,
+        on_block: Callable[[str], None] | None = None,
     ) -> None:
         self._check = _CommandCheck(guard, action == "error", on_block)
         self._policies = policies
@@ -51,7 +51,9 @@ class _CommandCheck:
 
     name = "commands"
 
-    def __init__(self, guard: CommandGuard, error: bool, on_block: Any) -> None:
+    def __init__(
+        self, guard: CommandGuard, error: bool, on_block: Callable[[str], None] | None
+    ) -> None:
         self._guard = guard
         self._error = error
         self._on_block = on_block

@@ -10,6 +10,8 @@ checked; ``strict`` also blocks writes whose targets cannot be determined.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from extproc.canonical import CanonicalRequest, ToolCallPart
 from extproc.errors import PermissionDenied
 from extproc.pipeline.context import RequestContext
@@ -26,9 +28,14 @@ class SandboxStage(Stage):
     name = "sandbox"
 
     def __init__(
-        self, sandbox: Sandbox, *, action: str = "steer", policies: KeyPolicies | None = None
+        self,
+        sandbox: Sandbox,
+        *,
+        action: str = "steer",
+        policies: KeyPolicies | None = None,
+        on_block: Callable[[str], None] | None = None,
     ) -> None:
-        self._check = _SandboxCheck(sandbox, action == "error")
+        self._check = _SandboxCheck(sandbox, action == "error", on_block)
         self._policies = policies
 
     def tool_check(self, ctx: RequestContext, request: CanonicalRequest) -> ToolCheck | None:
@@ -40,14 +47,19 @@ class SandboxStage(Stage):
 class _SandboxCheck:
     name = "sandbox"
 
-    def __init__(self, sandbox: Sandbox, error: bool) -> None:
+    def __init__(
+        self, sandbox: Sandbox, error: bool, on_block: Callable[[str], None] | None
+    ) -> None:
         self._sandbox = sandbox
         self._error = error
+        self._on_block = on_block
 
     def check(self, call: ToolCallPart) -> ToolVerdict | None:
         violation = self._sandbox.check(call.name, tool_arguments(call.arguments))
         if violation is None:
             return None
+        if self._on_block is not None:
+            self._on_block("path")
         message = (
             f"The proxy blocked the {call.name} tool call: it writes to {violation.path!r}, "
             f"{violation.reason}. Work only inside the project directory."

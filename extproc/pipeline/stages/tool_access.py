@@ -10,6 +10,8 @@ refused with 403 (``action: error``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from extproc.canonical import CanonicalRequest, ToolCallPart, ToolChoice
 from extproc.errors import PermissionDenied
 from extproc.pipeline.context import RequestContext
@@ -27,11 +29,17 @@ class ToolAccessStage(Stage):
     name = "tool_access"
 
     def __init__(
-        self, policy: ToolPolicy, *, action: str = "steer", policies: KeyPolicies | None = None
+        self,
+        policy: ToolPolicy,
+        *,
+        action: str = "steer",
+        policies: KeyPolicies | None = None,
+        on_block: Callable[[str], None] | None = None,
     ) -> None:
         self._policy = policy
         self._error = action == "error"
         self._policies = policies
+        self._on_block = on_block
 
     def _filter(self, ctx: RequestContext, request: CanonicalRequest) -> ToolFilter | None:
         if self._policies is not None and self._policies.disabled(ctx, self.name):
@@ -64,20 +72,25 @@ class ToolAccessStage(Stage):
         flt = ctx.state.get(_STATE)
         if not isinstance(flt, ToolFilter):
             return None
-        return _AccessCheck(flt, self._error)
+        return _AccessCheck(flt, self._error, self._on_block)
 
 
 class _AccessCheck:
     name = "tool_access"
 
-    def __init__(self, flt: ToolFilter, error: bool) -> None:
+    def __init__(
+        self, flt: ToolFilter, error: bool, on_block: Callable[[str], None] | None
+    ) -> None:
         self._filter = flt
         self._error = error
+        self._on_block = on_block
 
     def check(self, call: ToolCallPart) -> ToolVerdict | None:
         denial = self._filter.denial(call.name)
         if denial is None:
             return None
+        if self._on_block is not None:
+            self._on_block("tool")
         message = (
             f"The proxy blocked a call to the tool {call.name!r}: {denial}. "
             "Use only the tools you were given."
