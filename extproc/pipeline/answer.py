@@ -32,10 +32,12 @@ from extproc.canonical import (
     CanonicalResponse,
     Finish,
     FinishReason,
+    ReasoningPart,
     StreamEnd,
     StreamError,
     StreamEvent,
     TextDelta,
+    ToolCallPart,
 )
 from extproc.canonical.aggregate import aggregate_events, response_events
 
@@ -164,6 +166,7 @@ class AnswerChain:
         final.id, final.model, final.created = response.id, response.model, response.created
         final.protocol, final.extra = response.protocol, response.extra
         final.usage = response.usage
+        _keep_source_fields(response, final)
         return final, None
 
     def _flush(self, start: int) -> tuple[list[StreamEvent], bool]:
@@ -222,3 +225,15 @@ class AnswerChain:
             out.append(TextDelta(end.note))
         out.append(Finish(end.reason))
         return out
+
+
+def _keep_source_fields(original: CanonicalResponse, final: CanonicalResponse) -> None:
+    """Source-protocol fields events do not carry (a tool call's replay token, a reasoning
+    item's id) go back on the parts that survived, matched by call id and by order."""
+    calls = {p.id: p for p in original.content if isinstance(p, ToolCallPart) and p.extra}
+    reasoning = [p for p in original.content if isinstance(p, ReasoningPart) and p.extra]
+    for part in final.content:
+        if isinstance(part, ToolCallPart) and part.id in calls:
+            part.extra = calls[part.id].extra
+        elif isinstance(part, ReasoningPart) and reasoning:
+            part.extra = reasoning.pop(0).extra

@@ -610,3 +610,17 @@ def test_held_text_goes_out_before_held_tool_calls(
     assert text_of(got) == "Running it."
     if stream and protocol == "anthropic":
         anthropic_stream_is_well_formed(body)
+
+
+def test_a_whole_answer_keeps_its_tool_calls_source_fields() -> None:
+    """Held and checked tool calls keep what events do not carry (a replay token)."""
+    from extproc.pipeline import AnswerChain, ToolCallGate
+
+    call = ToolCallPart(id="c1", name="Bash", arguments='{"command":"ls"}', extra={"sig": "x"})
+    answer = CanonicalResponse(
+        id="r", model="m", content=[TextPart("ok"), call], finish_reason="tool_calls"
+    )
+    final, failure = AnswerChain([ToolCallGate([])]).whole(answer)
+    assert failure is None and final is not answer  # the gate held (changed) it
+    [kept] = [p for p in final.content if isinstance(p, ToolCallPart)]
+    assert kept.extra == {"sig": "x"} and kept.arguments == call.arguments
