@@ -156,7 +156,9 @@ class AnswerChain:
         it with.
         """
         events, changed = self.feed(response_events(response))
-        events += self.finish()
+        rest = self.finish()
+        if rest:  # released only now: the answer changed
+            events, changed = events + rest, True
         if not changed and self.ended is None:
             return response, None
         failure = next((e.error for e in events if isinstance(e, StreamError)), None)
