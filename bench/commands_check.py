@@ -20,6 +20,7 @@ from functools import partial
 from time import perf_counter_ns
 from typing import Any
 
+from bench.stats import time_us
 from extproc.safety.commands import BUILTIN_RULES, MAX_LENGTH, CommandGuard
 from extproc.safety.sandbox import Sandbox
 
@@ -81,17 +82,6 @@ def long_script(size: int = 5 * 1024) -> str:
     return "\n".join(lines)[:size]
 
 
-def time_us(work: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``work`` in µs (after a warm-up call)."""
-    work()
-    samples = []
-    for _ in range(repeat):
-        started = perf_counter_ns()
-        work()
-        samples.append(perf_counter_ns() - started)
-    return statistics.median(samples) / 1000
-
-
 def mean_us(commands: Sequence[str], check: Callable[[str], object], repeat: int) -> float:
     return statistics.mean(time_us(partial(check, command), repeat) for command in commands)
 
@@ -124,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in rows:
         print(f"{name:<40}{value:>14.1f}")
 
-    sandbox = Sandbox(["/work/proj"], home="/home/dev")
+    sandbox = Sandbox(["/srv/proj"], home="/home/dev")
     patch = (
         "*** Begin Patch\n*** Update File: src/app.py\n@@\n-old\n+new\n"
         "*** Add File: src/new.py\n+print(1)\n*** End Patch\n"

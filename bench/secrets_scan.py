@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from time import perf_counter_ns
 
+from bench.stats import time_us
 from extproc.safety.secrets import Redactor, StreamRedactor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,17 +72,6 @@ def with_secrets(text: str, every: int = 2048) -> str:
         out.append(text[start : start + every])
         out.append(f"\n{FAKE_SECRETS[i % len(FAKE_SECRETS)]}\n")
     return "".join(out)
-
-
-def time_us(work: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``work`` in µs (after one warm-up call)."""
-    work()
-    samples = []
-    for _ in range(repeat):
-        started = perf_counter_ns()
-        work()
-        samples.append(perf_counter_ns() - started)
-    return statistics.median(samples) / 1000
 
 
 def stream_us_per_chunk(redactor: Redactor, text: str, chunk: int, repeat: int) -> float:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
+from time import perf_counter_ns
 
 NS_PER_MS = 1_000_000
 
@@ -40,3 +42,14 @@ def summarize_ns(values_ns: Sequence[int]) -> dict[str, float]:
 
 def median(values: Sequence[float]) -> float:
     return percentile(sorted(values), 50)
+
+
+def time_us(work: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``work`` in µs (after one warm-up call)."""
+    work()
+    samples = []
+    for _ in range(repeat):
+        started = perf_counter_ns()
+        work()
+        samples.append(perf_counter_ns() - started)
+    return statistics.median(samples) / 1000

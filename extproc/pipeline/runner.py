@@ -48,11 +48,6 @@ class Pipeline:
         ]
         self._end = [s for s in self.stages if _overrides(s, "on_end")]
 
-    @property
-    def may_read_answers(self) -> bool:
-        """Some stage may ask for answers (each request decides for itself)."""
-        return bool(self._answer)
-
     def request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
         phase = self._phase
         for stage in self._headers:

@@ -83,7 +83,6 @@ class _Held:
 class ToolCallGate(AnswerFilter):
     """Holds an answer's tool calls until complete, then applies the checks."""
 
-    __slots__ = ("_blocked", "_bytes", "_calls", "_checks", "_held", "_holding", "_max")
     name = "tool-gate"
 
     def __init__(self, checks: Sequence[ToolCheck], max_bytes: int = 4 * 1024 * 1024) -> None:

@@ -97,7 +97,7 @@ def safety_proxy(
     config = proxy_config(
         backends,
         tool_access={"rules": [{"deny": ["delete_*"]}]},
-        sandbox={"enabled": True, "roots": ["/work/project"], "home": "/home/agent"},
+        sandbox={"enabled": True, "roots": ["/srv/project"], "home": "/home/agent"},
     )
     with running_proxy(tmp_path_factory.mktemp("safety"), config) as proxy:
         yield proxy
@@ -381,7 +381,7 @@ def test_a_write_outside_the_sandbox_is_blocked(
         safety_proxy, "anthropic", system="s", user="go", stream=stream, tools=[write]
     )
     assert calls == [] and ".bashrc" in text
-    inside = {"file_path": "/work/project/src/app.py", "content": "print(1)"}
+    inside = {"file_path": "/srv/project/src/app.py", "content": "print(1)"}
     fake.queue_response(tool_calls=[("Write", json.dumps(inside))])
     _, calls, _ = ask(
         safety_proxy, "anthropic", system="s", user="go", stream=stream, tools=[write]

@@ -1,7 +1,7 @@
 """File sandbox: write targets of tool calls, path resolution, the policy, a corpus.
 
 ``corpus/sandbox.jsonl``: one tool call a line, ``{"expect": "allow"|"block", "tool",
-"args"}`` with optional ``roots`` (default ``["/work/proj"]``), ``home`` (default
+"args"}`` with optional ``roots`` (default ``["/srv/proj"]``), ``home`` (default
 ``/home/dev``; ``null``: not configured) and ``strict``.
 """
 
@@ -21,7 +21,7 @@ from extproc.safety.sandbox.patch import patch_paths
 from extproc.safety.sandbox.shell import shell_writes
 
 CORPUS = Path(__file__).parent / "corpus" / "sandbox.jsonl"
-SANDBOX = Sandbox(["/work/proj"], home="/home/dev")
+SANDBOX = Sandbox(["/srv/proj"], home="/home/dev")
 
 
 def _corpus() -> list[dict[str, Any]]:
@@ -34,7 +34,7 @@ def test_corpus() -> None:
     wrong = []
     for row in rows:
         sandbox = Sandbox(
-            row.get("roots", ["/work/proj"]),
+            row.get("roots", ["/srv/proj"]),
             home=row.get("home", "/home/dev"),
             strict=row.get("strict", False),
         )
@@ -114,20 +114,20 @@ def test_workdir_argument() -> None:
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("a/b", "/work/proj/a/b"),
-        ("./a/../b", "/work/proj/b"),
+        ("a/b", "/srv/proj/a/b"),
+        ("./a/../b", "/srv/proj/b"),
         ("//etc///hosts", "/etc/hosts"),
-        ("/work/proj/../../..", "/"),
+        ("/srv/proj/../../..", "/"),
         ("~/.ssh", "/home/dev/.ssh"),
         ("$HOME/x", "/home/dev/x"),
         ("${HOME}", "/home/dev"),
-        ("$PWD/x", "/work/proj/x"),
+        ("$PWD/x", "/srv/proj/x"),
         ("C:\\Users\\X\\a.txt", "C:/Users/X/a.txt"),
         ("c:/a/../b", "C:/b"),
     ],
 )
 def test_locate(path: str, expected: str) -> None:
-    location = locate(path, cwd="/work/proj", home="/home/dev")
+    location = locate(path, cwd="/srv/proj", home="/home/dev")
     assert location is not None
     assert location.path == expected
 
@@ -152,11 +152,11 @@ def test_violation_names_resolved_path() -> None:
     violation = SANDBOX.check("Edit", {"file_path": "../x/../../etc/hosts"})
     assert violation is not None
     assert violation.path == "/etc/hosts"
-    assert "outside the allowed directories (/work/proj)" in violation.reason
+    assert "outside the allowed directories (/srv/proj)" in violation.reason
 
 
 def test_several_roots_and_cwd() -> None:
-    sandbox = Sandbox(["/work/a", "/work/b"], cwd="/work/b")
+    sandbox = Sandbox(["/srv/a", "/srv/b"], cwd="/srv/b")
     assert sandbox.check("Write", {"file_path": "x"}) is None
     assert sandbox.check("Write", {"file_path": "../a/x"}) is None
     assert sandbox.check("Write", {"file_path": "../c/x"}) is not None
@@ -173,7 +173,7 @@ def test_special_targets() -> None:
 
 
 def test_strict_reports_what_is_unknown() -> None:
-    strict = Sandbox(["/work/proj"], strict=True)
+    strict = Sandbox(["/srv/proj"], strict=True)
     violation = strict.check("Bash", {"command": "cp a $DEST"})
     assert violation is not None
     assert violation.path == "$DEST"
@@ -201,5 +201,5 @@ def test_hostile_commands_are_quick(command: str) -> None:
 @given(st.text(max_size=300), st.sampled_from(["Bash", "Write", "apply_patch", "shell"]))
 def test_any_text_is_answered(text: str, tool: str) -> None:
     arguments: dict[str, Any] = {"command": text, "file_path": text, "input": text}
-    result = Sandbox(["/work/proj"], home="/home/dev", strict=True).check(tool, arguments)
+    result = Sandbox(["/srv/proj"], home="/home/dev", strict=True).check(tool, arguments)
     assert result is None or result.reason

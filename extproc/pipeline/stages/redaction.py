@@ -184,7 +184,6 @@ class _AnswerRedaction(AnswerFilter):
     """Text and reasoning of one answer, each through its own bounded hold."""
 
     name = "redaction"
-    __slots__ = ("_count", "_reasoning", "_text")
 
     def __init__(self, redactor: Redactor, count: Counter) -> None:
         self._text = StreamRedactor(redactor)

@@ -4,7 +4,7 @@ No filesystem access: ``..`` and ``.`` are resolved as text (``posixpath.normpat
 after joining), so a symlink inside a root that points outside it cannot be seen;
 a path that climbs above a root with ``..`` is outside it.
 
-POSIX paths (``/work/proj/a.txt``) compare exactly. Windows paths (``C:\\Users\\x``,
+POSIX paths (``/srv/proj/a.txt``) compare exactly. Windows paths (``C:\\Users\\x``,
 ``C:/Users/x``, ``\\\\server\\share\\x``) have their backslashes turned into slashes,
 the drive letter upper-cased, and compare case-insensitively, as Windows does.
 ``~``, ``$HOME``, ``${HOME}``, ``$env:USERPROFILE`` and ``%USERPROFILE%`` stand for the
