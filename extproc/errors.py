@@ -63,6 +63,14 @@ class TooManyAttempts(ProxyError):
     code = "too_many_auth_failures"
 
 
+class DuplicateRequest(ProxyError):
+    """429: the same request of the same session is in flight (or just failed)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "duplicate_request"
+
+
 class NotFound(ProxyError):
     """404: unknown path, model, backend or instance."""
 

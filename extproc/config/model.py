@@ -32,6 +32,14 @@ from extproc.config.safety import (
     SandboxConfig,
     ToolAccessConfig,
 )
+from extproc.config.sessions import (
+    DedupConfig,
+    InteractiveConfig,
+    ReasoningConfig,
+    RewriteConfig,
+    SessionsConfig,
+    SteeringRuleConfig,
+)
 
 INSTANCE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9_-]*)(?:\.(?P<index>\d+))?$")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$")
@@ -397,6 +405,13 @@ class Config(_Model):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     #: Per client key (by key id, ``python -m extproc key-id``): allowed models, stages off.
     key_policies: dict[str, KeyPolicyConfig] = Field(default_factory=dict)
+    # -- sessions and in-chat control (docs/sessions.md, docs/commands.md) --
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    interactive: InteractiveConfig = Field(default_factory=InteractiveConfig)
+    rewrites: list[RewriteConfig] = Field(default_factory=list)
+    steering: list[SteeringRuleConfig] = Field(default_factory=list)
+    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")

@@ -21,9 +21,19 @@ __all__ = [
     "ToolRuleConfig",
 ]
 
-StageName = Literal["redaction", "tool_access", "commands", "sandbox"]
+StageName = Literal[
+    "redaction", "tool_access", "commands", "sandbox", "steering", "rewrites", "reasoning"
+]
 #: The configurable stages, in their default order.
-STAGE_NAMES: tuple[StageName, ...] = ("redaction", "tool_access", "commands", "sandbox")
+STAGE_NAMES: tuple[StageName, ...] = (
+    "redaction",
+    "tool_access",
+    "commands",
+    "sandbox",
+    "steering",
+    "rewrites",
+    "reasoning",
+)
 _KEY_ID = re.compile(r"key-[0-9a-f]{12}")
 
 

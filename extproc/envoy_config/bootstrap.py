@@ -27,12 +27,14 @@ from typing import Any
 from backends import get_type
 from extproc.config import Config
 from extproc.internalapi import (
+    B_LEG_HEADER,
     CLUSTER_HEADER,
     HOST_METADATA_ATTRIBUTE,
     METADATA_NAMESPACE,
     OBSERVE_CLIENT_ROLE,
     OBSERVE_PROVIDER_ROLE,
     ROLE_METADATA,
+    UPSTREAM_SESSION_HEADER,
 )
 from extproc.routing import ClusterPlan, Endpoint, plan_clusters
 from extproc.routing.topology import RACE_PREFIX
@@ -49,6 +51,38 @@ _OTEL_ACCESS_LOG = (
 _EXT_PROC = _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 _ROUTER = _T + "envoy.extensions.filters.http.router.v3.Router"
 _UPSTREAM_CODEC = _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+_HEADER_MUTATION = _T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+
+
+def _b_leg_mutation() -> dict[str, Any]:
+    """Per attempt: the provider sees ``x-session-id: <b-leg>-<attempt>`` (B2BUA).
+
+    Upstream filters run once per attempt (retries and failover hops), so each
+    attempt gets its own id; the internal header never leaves Envoy. Envoy
+    shares the request header map between attempts: overwrite, never append.
+    """
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": _HEADER_MUTATION,
+            "mutations": {
+                "request_mutations": [
+                    {
+                        "append": {
+                            "header": {
+                                "key": UPSTREAM_SESSION_HEADER,
+                                "value": f"%REQ({B_LEG_HEADER})%-%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                            },
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    },
+                    {"remove": B_LEG_HEADER},
+                ]
+            },
+        },
+    }
+
+
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TLS = _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 _CEL_FILTER = _T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
@@ -804,6 +838,7 @@ def _llm_cluster(
                 "explicit_http_config": {"http_protocol_options": {}},
                 "common_http_protocol_options": {"idle_timeout": "60s"},
                 "http_filters": [
+                    *([_b_leg_mutation()] if config.sessions.enabled else []),
                     *(
                         [_upstream_ext_proc(config, grpc_limit, plan.encoding == "per-attempt")]
                         if with_ext_proc

@@ -2,10 +2,11 @@
 
 A stage's engine is imported only when the stage is on (each loads rule sets).
 
-Access control (multi-user mode) runs first and routing last; in between,
-the configurable stages run in ``pipeline.order``, then any ``pipeline.custom``
-stages. Each stage gets only what it needs (its engine, the key policies, a
-metrics callback); none reaches into a service locator.
+Access control (multi-user mode) runs first, then sessions, in-chat commands
+and request dedup, and routing last; in between, the configurable stages run
+in ``pipeline.order``, then any ``pipeline.custom`` stages. Each stage gets
+only what it needs (its engine, the key policies, the session book, a metrics
+callback); none reaches into a service locator.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ from collections.abc import Callable
 
 from extproc.auth import Lockout
 from extproc.config import Config
-from extproc.errors import ConfigError
+from extproc.errors import ConfigError, ProxyError
+from extproc.interactive.presets import Presets
 from extproc.observe.telemetry import Telemetry
+from extproc.pipeline.context import RequestContext
 from extproc.pipeline.runner import Pipeline
 from extproc.pipeline.stage import Stage
 from extproc.pipeline.stages import AccessControlStage, RoutingStage
 from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.routing import Resolver
+from extproc.routing.resolver import RequestFacts
+from extproc.sessions.session import SessionBook
 
-__all__ = ["build_pipeline", "secret_literals"]
+__all__ = ["build_pipeline", "build_session_book", "secret_literals"]
 
 
 def secret_literals(config: Config) -> list[tuple[str, str]]:
@@ -41,7 +46,9 @@ def secret_literals(config: Config) -> list[tuple[str, str]]:
     return out
 
 
-def _redaction(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> Stage | None:
+def _redaction(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
     section = config.redaction
     if not section.enabled or not (section.requests or section.answers):
         return None
@@ -69,7 +76,9 @@ def _redaction(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> S
     )
 
 
-def _commands(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> Stage | None:
+def _commands(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
     section = config.commands
     if not section.enabled:
         return None
@@ -99,7 +108,9 @@ def _commands(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> St
     )
 
 
-def _tool_access(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> Stage | None:
+def _tool_access(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
     section = config.tool_access
     if not section.rules:
         return None
@@ -126,19 +137,71 @@ def _tool_access(config: Config, policies: KeyPolicies, telemetry: Telemetry) ->
     )
 
 
-def _sandbox(config: Config, policies: KeyPolicies, telemetry: Telemetry) -> Stage | None:
+def _sandbox(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
     section = config.sandbox
-    if not section.enabled:
+    # Off in the config, the stage still serves sessions that set a project dir.
+    if not section.enabled and not config.interactive.enabled:
         return None
-    if not section.roots:
+    if section.enabled and not section.roots:
         raise ConfigError("sandbox.enabled needs at least one entry in sandbox.roots")
     from extproc.pipeline.stages.sandbox import SandboxStage
     from extproc.safety.sandbox import Sandbox
 
-    sandbox = Sandbox(section.roots, home=section.home, strict=section.strict)
-    return SandboxStage(
-        sandbox, action=section.action, policies=policies, on_block=_counter(telemetry, "sandbox")
+    sandbox = (
+        Sandbox(section.roots, home=section.home, strict=section.strict)
+        if section.enabled
+        else None
     )
+    return SandboxStage(
+        sandbox,
+        action=section.action,
+        policies=policies,
+        on_block=_counter(telemetry, "sandbox"),
+        home=section.home,
+        strict=section.strict,
+    )
+
+
+def _steering(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    if not config.steering:
+        return None
+    from extproc.pipeline.stages.steering import SteeringStage
+
+    metrics = telemetry.metrics
+
+    def steered(rule: str) -> None:
+        metrics.count_safety("steering", "steered", rule)
+
+    # Sessions remember each rule's window.
+    return SteeringStage(config.steering, book, policies=policies, on_steer=steered)
+
+
+def _rewrites(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    if not config.rewrites:
+        return None
+    from extproc.pipeline.stages.rewrites import RewriteStage
+    from extproc.rewrite import RuleError
+
+    try:
+        return RewriteStage(config.rewrites, policies)
+    except RuleError as exc:
+        raise ConfigError(f"rewrites: {exc}") from exc
+
+
+def _reasoning(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    section = config.reasoning
+    # Always on: the x-llmproxy-reasoning-mode header works without any config.
+    from extproc.pipeline.stages.reasoning import ReasoningStage
+
+    return ReasoningStage(section)
 
 
 def _counter(telemetry: Telemetry, stage: str) -> Callable[[str], None]:
@@ -151,11 +214,16 @@ def _counter(telemetry: Telemetry, stage: str) -> Callable[[str], None]:
     return blocked
 
 
-_BUILDERS: dict[str, Callable[[Config, KeyPolicies, Telemetry], Stage | None]] = {
+_BUILDERS: dict[
+    str, Callable[[Config, KeyPolicies, Telemetry, SessionBook | None], Stage | None]
+] = {
     "redaction": _redaction,
     "tool_access": _tool_access,
     "commands": _commands,
     "sandbox": _sandbox,
+    "steering": _steering,
+    "rewrites": _rewrites,
+    "reasoning": _reasoning,
 }
 
 
@@ -171,9 +239,95 @@ def _custom(name: str, config: Config) -> Stage:
     return stage
 
 
-def build_pipeline(config: Config, resolver: Resolver, telemetry: Telemetry) -> Pipeline:
-    policies = KeyPolicies(config.key_policies)
+def build_session_book(config: Config) -> SessionBook | None:
+    """The session store the config names (None: sessions are off)."""
+    section = config.sessions
+    if not section.enabled:
+        return None
+    from extproc.sessions import MemorySessionStore, SessionStore, SQLiteSessionStore
+
+    store: SessionStore
+    if section.store == "sqlite":
+        store = SQLiteSessionStore(
+            section.sqlite_path, ttl_seconds=section.ttl, max_sessions=section.max_sessions
+        )
+    else:
+        store = MemorySessionStore(ttl_seconds=section.ttl, max_sessions=section.max_sessions)
+    return SessionBook(store)
+
+
+def _describe_route(resolver: Resolver) -> Callable[[str, RequestContext], str]:
+    def describe(expression: str, ctx: RequestContext) -> str:
+        try:
+            facts = RequestFacts(client_key_id=ctx.client_key_id)
+            decision = resolver.route(expression, facts, peek=True)
+        except ProxyError as exc:
+            return f"{expression} (cannot route now: {exc.message})"
+        model = f" model {decision.model}" if decision.model else ""
+        return f"{expression} -> {decision.cluster}{model}"
+
+    return describe
+
+
+def _session_stages(
+    config: Config,
+    resolver: Resolver,
+    telemetry: Telemetry,
+    book: SessionBook | None,
+    policies: KeyPolicies,
+    features: list[str],
+) -> list[Stage]:
+    """Sessions, in-chat commands and dedup: right after access control."""
     stages: list[Stage] = []
+    if book is not None:
+        from extproc.pipeline.stages.sessions import SessionStage
+
+        stages.append(
+            SessionStage(
+                book,
+                header=config.sessions.header,
+                heuristic=config.sessions.heuristic,
+                multi_user=config.multi_user_mode,
+            )
+        )
+    interactive = config.interactive
+    if interactive.enabled:
+        from extproc.pipeline.stages.interactive import InteractiveStage
+
+        metrics = telemetry.metrics
+
+        def counted(command: str) -> None:
+            metrics.count_safety("interactive", "command", command)
+
+        stages.append(
+            InteractiveStage(
+                book,
+                prefix=interactive.prefix,
+                presets=list(interactive.presets),
+                features=features,
+                describe_route=_describe_route(resolver),
+                policies=policies,
+                safety_locked=config.multi_user_mode and not interactive.allow_safety_toggles,
+                project_roots=config.sandbox.roots if config.multi_user_mode else (),
+                count=counted,
+            )
+        )
+    if book is not None and config.dedup.enabled:
+        from extproc.pipeline.stages.dedup import DedupStage
+        from extproc.sessions.dedup import DedupTable
+
+        table = DedupTable(window=config.dedup.window, max_entries=config.dedup.max_entries)
+        stages.append(DedupStage(table))
+    return stages
+
+
+def build_pipeline(
+    config: Config, resolver: Resolver, telemetry: Telemetry, book: SessionBook | None = None
+) -> Pipeline:
+    safety_toggles = not config.multi_user_mode or config.interactive.allow_safety_toggles
+    policies = KeyPolicies(config.key_policies, safety_toggles=safety_toggles)
+    stages: list[Stage] = []
+    features: list[str] = []
     if config.multi_user_mode:
         lockout_config = config.auth.lockout
         lockout = (
@@ -193,12 +347,15 @@ def build_pipeline(config: Config, resolver: Resolver, telemetry: Telemetry) -> 
                 policies=policies,
             )
         )
+    stages += _session_stages(config, resolver, telemetry, book, policies, features)
     for name in config.pipeline.order:
-        stage = _BUILDERS[name](config, policies, telemetry)
+        stage = _BUILDERS[name](config, policies, telemetry, book)
         if stage is not None:
             stages.append(stage)
     stages.extend(_custom(name, config) for name in config.pipeline.custom)
-    stages.append(RoutingStage(resolver, route_header=config.route_header_allowed))
+    presets = Presets(config.interactive.presets) if config.interactive.enabled else None
+    stages.append(RoutingStage(resolver, route_header=config.route_header_allowed, presets=presets))
+    features.extend(s.name for s in stages)
     return Pipeline(
         stages, phase=telemetry.phase, max_tool_call_bytes=config.pipeline.max_tool_call_bytes
     )

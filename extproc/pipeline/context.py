@@ -6,11 +6,34 @@ import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extproc.canonical import Usage
 from extproc.observe.tracing import NO_SPAN, RequestSpan
 from extproc.routing import RouteDecision
+
+if TYPE_CHECKING:
+    from extproc.sessions.session import Session
+
+
+@dataclass
+class Overrides:
+    """What the session (in-chat commands) asks of this request.
+
+    Routing applies them: a static route beats the session's route, and the
+    session's parameters beat a selector's URI parameters and the request body.
+    """
+
+    #: A routing expression in place of the request's model.
+    route: str | None = None
+    #: Why (``session model``, ``one-off``...), for routing reasons and ``!/hello``.
+    why: str = ""
+    #: Canonical parameters (``temperature``, ``top_p``, ``reasoning_effort``...).
+    params: dict[str, Any] = field(default_factory=dict)
+    #: A reasoning preset name (``max``, ``no-think``...).
+    preset: str | None = None
+    #: Thinking budget in tokens.
+    thinking_budget: int | None = None
 
 
 @dataclass
@@ -32,8 +55,13 @@ class RequestContext:
     state: dict[str, Any] = field(default_factory=dict)
     #: The request's trace span (a shared no-op span when tracing is off).
     span: RequestSpan = NO_SPAN
-    #: Session id the client sent (``x-session-id``), if any.
+    #: The session id records carry: the A-leg id once the sessions stage ran
+    #: (the client's ``x-session-id`` when sessions are off).
     session_id: str | None = None
+    #: The conversation this request belongs to (set by the sessions stage).
+    session: Session | None = None
+    #: What the session asks of this request (applied by routing).
+    overrides: Overrides = field(default_factory=Overrides)
     #: The client's one-off ``x-llm-route`` header (honoured only when allowed).
     route_header: str | None = None
 

@@ -1,6 +1,7 @@
 """The proxy's own admin endpoints: diagnostics, backend reactivation, usage.
 
-``GET /v1/diagnostics``, ``POST /v1/diagnostics/backends/{instance}/reactivate``,
+``GET /v1/diagnostics``, ``GET /v1/diagnostics/sessions``,
+``POST /v1/diagnostics/backends/{instance}/reactivate``,
 ``GET /v1/usage/stats`` and ``GET /v1/usage/recent``. In multi-user mode they
 answer admin keys only (and fail closed when none is configured); the ROUTER
 role hands them the request before any client-key stage runs.
@@ -32,12 +33,14 @@ class AdminEndpoints:
         diagnostics: Callable[[dict[str, str]], Awaitable[dict[str, Any]]],
         reactivate: Callable[[str], dict[str, Any]],
         usage: UsageRecorder | None,
+        sessions: Callable[[dict[str, str]], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._keys = admin_keys
         self._multi_user = multi_user
         self._diagnostics = diagnostics
         self._reactivate = reactivate
         self._usage = usage
+        self._sessions = sessions
 
     def handle(
         self, params: Mapping[str, str], key: str | None, query: dict[str, str]
@@ -47,6 +50,13 @@ class AdminEndpoints:
         name = params["admin"]
         if name == "diagnostics":
             return self._later(self._diagnostics(query))
+        if name == "diagnostics/sessions":
+            if self._sessions is None:
+                raise NotFound(
+                    "sessions are off; turn them on with 'sessions: {enabled: true}'",
+                    code="sessions_disabled",
+                )
+            return self._later(self._sessions(query))
         if name == "diagnostics/backends":
             return 200, self._reactivate(unquote(params.get("instance", "")))
         usage = self._usage

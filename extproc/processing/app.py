@@ -18,12 +18,22 @@ from extproc.codecs.base import REQUIRES_PROTOCOL, Adjust, ModelInfo
 from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
 from extproc.observe.telemetry import Telemetry
-from extproc.pipeline.assemble import build_pipeline
+from extproc.pipeline.assemble import build_pipeline, build_session_book
 from extproc.processing.admin import AdminEndpoints
 from extproc.processing.attempts import AttemptLog
 from extproc.routing import Resolver, apply_params, plan_clusters
 from extproc.routing.diagnostics import diagnostics, reactivate
 from extproc.routing.health import HealthBoard
+from extproc.sessions.diagnostics import sessions_report
+from extproc.sessions.ids import CLIENT_SESSION_HEADERS, SESSION_ECHO_HEADERS
+
+
+def session_header_names(config: Config) -> frozenset[str]:
+    """The client headers that carry session ids (none when sessions are off)."""
+    if not config.sessions.enabled:
+        return frozenset()
+    extra = (config.sessions.header,) if config.sessions.header else ()
+    return frozenset((*CLIENT_SESSION_HEADERS, *SESSION_ECHO_HEADERS, *extra))
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,11 @@ class App:
             config.backends, config.routing.health, redact=self.telemetry.redact
         )
         self.resolver = Resolver(config, self.plans, self.health)
-        self.pipeline = build_pipeline(config, self.resolver, self.telemetry)
+        #: Sessions (None when off): the stages' shared memory of conversations.
+        self.sessions = build_session_book(config)
+        self.pipeline = build_pipeline(config, self.resolver, self.telemetry, self.sessions)
+        #: Client headers that carry session ids: removed before providers (B2BUA).
+        self.session_headers = session_header_names(config)
         #: The proxy's own endpoints (diagnostics, reactivation, usage).
         self.admin = AdminEndpoints(
             admin_keys=tuple(k.get_secret_value().encode() for k in config.admin_keys),
@@ -136,6 +150,7 @@ class App:
             diagnostics=lambda query: diagnostics(self, query),
             reactivate=lambda instance: reactivate(self, instance),
             usage=self.telemetry.usage,
+            sessions=self._sessions_report if self.sessions is not None else None,
         )
         #: Usage goes to Envoy's dynamic metadata (``llm``) for access logs.
         self.emit_metadata = config.usage.enabled or config.envoy.access_log
@@ -153,6 +168,10 @@ class App:
         self.attempt_log = AttemptLog()
         #: Capture from the roles' own messages (the default capture mode).
         self.capture_roles = config.capture.enabled and not config.capture.observers
+
+    async def _sessions_report(self, query: dict[str, str]) -> dict[str, Any]:
+        assert self.sessions is not None
+        return await sessions_report(self.sessions, self.config.sessions.store, query)
 
     @property
     def needs_answer(self) -> bool:

@@ -66,6 +66,7 @@ _GEMINI_ACTIONS = {
 _ROUTES: list[_Route] = [
     _Route(re.compile(r"^/v1/(?P<admin>usage/(?:stats|recent))/?$"), "admin", OPENAI_CHAT, _GET),
     _Route(re.compile(r"^/v1/(?P<admin>diagnostics)/?$"), "admin", OPENAI_CHAT, _GET),
+    _Route(re.compile(r"^/v1/(?P<admin>diagnostics/sessions)/?$"), "admin", OPENAI_CHAT, _GET),
     _Route(
         re.compile(r"^/v1/(?P<admin>diagnostics/backends)/(?P<instance>[^/]+)/reactivate/?$"),
         "admin",

@@ -22,7 +22,7 @@ from extproc.canonical import CanonicalError, CanonicalRequest
 from extproc.codecs import Codec, get_codec
 from extproc.codecs.base import RequestMeta
 from extproc.errors import InvalidRequest, ProxyError
-from extproc.internalapi import INTERNAL_PREFIX, ROUTE_HEADER
+from extproc.internalapi import INTERNAL_PREFIX, ROUTE_HEADER, SESSION_ECHO_HEADER
 from extproc.pipeline import Reject, RequestContext, RequestOutcome, Respond
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.exchange import Exchange
@@ -150,8 +150,13 @@ class RouterProcessor:
                 raise InvalidRequest("the request has no body; send a JSON object")
         except ProxyError as exc:
             return self._error_reply(exc)
+        # Credentials, internal headers, and (with sessions) the client's session
+        # ids: providers see B-leg ids only.
+        dropped = self.app.session_headers
         remove = [
-            h for h in headers if h in CLIENT_CREDENTIAL_HEADERS or h.startswith(INTERNAL_PREFIX)
+            h
+            for h in headers
+            if h in CLIENT_CREDENTIAL_HEADERS or h.startswith(INTERNAL_PREFIX) or h in dropped
         ]
         set_headers = {}
         if "key" in query:
@@ -193,7 +198,7 @@ class RouterProcessor:
             return Reply(
                 status=200,
                 body=answer,
-                headers=headers,
+                headers=self._echo(headers),
                 details="llm_proxy_stage_answer",
                 dynamic_metadata=self._metadata(),
             )
@@ -237,7 +242,7 @@ class RouterProcessor:
         remove = [
             h for h in headers if h in RESPONSE_HEADERS_TO_STRIP or h.startswith(INTERNAL_PREFIX)
         ]
-        status_header = {}
+        status_header = self._echo({})
         if (client_status := codec.client_status(status)) != status:
             status_header[":status"] = str(client_status)
         ctype = headers.get("content-type", "")
@@ -248,6 +253,7 @@ class RouterProcessor:
             exchange.open_stream()
             return Continue(
                 set_headers={
+                    **status_header,
                     "content-type": codec.stream_content_type,
                     "cache-control": "no-cache",
                 },
@@ -335,6 +341,13 @@ class RouterProcessor:
             return None
         return self.telemetry.dynamic_metadata(self.ctx)
 
+    def _echo(self, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` with the session's A-leg id for the client, when there is one."""
+        ctx = self.ctx
+        if ctx is not None and ctx.session is not None:
+            headers[SESSION_ECHO_HEADER] = ctx.session.id
+        return headers
+
     # -- errors and replies ------------------------------------------------------
 
     def internal_error(self, kind: str, exc: Exception) -> Action:
@@ -394,7 +407,7 @@ class RouterProcessor:
         return Reply(
             status=exc.status,
             body=codec.encode_error(error),
-            headers={"content-type": "application/json", **exc.headers},
+            headers=self._echo({"content-type": "application/json", **exc.headers}),
             details=f"llm_proxy_{exc.code}",
             dynamic_metadata=self._metadata(),
         )

@@ -1,7 +1,9 @@
 """Resolve what a request asks for to a cluster of the plan, and explain why.
 
 Order of rules (docs/routing.md): a static route replaces every request's
-model; else the one-off ``x-llm-route`` header (when allowed); else the
+model; else the session's route (in-chat commands: a one-off, the session's
+failover list, backend or model); else the one-off ``x-llm-route`` header
+(when allowed); else the
 request's ``model`` after the first matching rewrite rule. Aliases expand to
 their expressions; routing expressions choose a leg (``^``: weighted, with
 ``[first]`` and ``[max_context]``), or go to the Envoy cluster planned for
@@ -85,6 +87,9 @@ class RequestFacts:
     client_key_id: str | None = None
     #: The one-off ``x-llm-route`` header, when allowed.
     header_route: str | None = None
+    #: The session's routing expression (in-chat commands) and why.
+    session_route: str | None = None
+    session_why: str = "session"
     #: A streaming request (racing aliases race only streams).
     streaming: bool = False
 
@@ -142,6 +147,8 @@ class Resolver:
         routing = self._config.routing
         if routing.static_route:
             return routing.static_route, "static route"
+        if facts.session_route:
+            return facts.session_route, facts.session_why
         if facts.header_route:
             return facts.header_route, "x-llm-route header"
         for rule in routing.rewrites:

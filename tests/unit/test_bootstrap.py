@@ -114,7 +114,16 @@ def test_pool_cluster_priorities_metadata_and_upstream_filter() -> None:
     options = pool["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]
-    ext_proc, codec = options["http_filters"]
+    b_leg, ext_proc, codec = options["http_filters"]
+    # Sessions (on by default): each attempt sends x-session-id: <b-leg>-<attempt>.
+    assert b_leg["name"] == "envoy.filters.http.header_mutation"
+    mutations = b_leg["typed_config"]["mutations"]["request_mutations"]
+    assert mutations[0]["append"]["header"] == {
+        "key": "x-session-id",
+        "value": "%REQ(x-llm-b-leg)%-%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    }
+    assert mutations[0]["append"]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    assert mutations[1] == {"remove": "x-llm-b-leg"}
     assert ext_proc["typed_config"]["request_attributes"] == ["xds.upstream_host_metadata"]
     assert ext_proc["typed_config"]["failure_mode_allow"] is False
     assert codec["name"] == "envoy.filters.http.upstream_codec"
@@ -244,11 +253,12 @@ def test_upstream_role_only_where_envoy_chooses_the_host() -> None:
         return filters
 
     assert [f["name"] for f in upstream_filters("instance/openai")] == [
-        "envoy.filters.http.upstream_codec"
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.upstream_codec",
     ]
-    per_attempt = upstream_filters("pool/smart")[0]["typed_config"]["processing_mode"]
+    per_attempt = upstream_filters("pool/smart")[1]["typed_config"]["processing_mode"]
     assert per_attempt["request_body_mode"] == "BUFFERED"
-    shared = upstream_filters("pool/twin")[0]["typed_config"]["processing_mode"]
+    shared = upstream_filters("pool/twin")[1]["typed_config"]["processing_mode"]
     assert shared["request_body_mode"] == "NONE"
 
 

@@ -13,10 +13,29 @@ from extproc.safety.tool_access import glob_to_regex
 __all__ = ["KeyPolicies"]
 
 
-class KeyPolicies:
-    """Looks up a request's client key policy (by key id) once per request."""
+#: Session settings (in-chat ``!/set(...)``) that turn a stage off for the session.
+SESSION_TOGGLES = {
+    "redaction": "redaction",
+    "commands": "dangerous-commands",
+    "loop_detection": "loop-detection",
+}
+#: Of those, the ones that lower protection (multi-user mode may forbid them).
+SAFETY_TOGGLES = frozenset({"redaction", "commands"})
 
-    def __init__(self, policies: Mapping[str, KeyPolicyConfig]) -> None:
+
+class KeyPolicies:
+    """Looks up a request's client key policy (by key id) once per request.
+
+    A stage is off for a request when the key's policy turns it off, or when
+    the session's settings do (``!/set(redaction=off)``; in multi-user mode
+    only where ``interactive.allow_safety_toggles`` lets clients lower their
+    protection).
+    """
+
+    def __init__(
+        self, policies: Mapping[str, KeyPolicyConfig], *, safety_toggles: bool = True
+    ) -> None:
+        self._safety_toggles = safety_toggles
         self._disabled = {key: frozenset(p.disable) for key, p in policies.items() if p.disable}
         self._models = {
             key: re2.compile("(?is)" + "|".join(f"(?:{glob_to_regex(g)})" for g in p.models))
@@ -25,7 +44,16 @@ class KeyPolicies:
         }
 
     def disabled(self, ctx: RequestContext, stage: str) -> bool:
-        """The stage is turned off for this request's client key."""
+        """The stage is turned off for this request's client key, or by its session."""
+        session = ctx.session
+        if session is not None and session.state is not None:
+            setting = SESSION_TOGGLES.get(stage)
+            if (
+                setting is not None
+                and session.state.settings.get(setting) is False
+                and (self._safety_toggles or stage not in SAFETY_TOGGLES)
+            ):
+                return True
         if not self._disabled:
             return False
         key = ctx.client_key_id

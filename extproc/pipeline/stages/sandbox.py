@@ -11,6 +11,7 @@ checked; ``strict`` also blocks writes whose targets cannot be determined.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from extproc.canonical import CanonicalRequest, ToolCallPart
 from extproc.errors import PermissionDenied
@@ -29,19 +30,38 @@ class SandboxStage(Stage):
 
     def __init__(
         self,
-        sandbox: Sandbox,
+        sandbox: Sandbox | None,
         *,
         action: str = "steer",
         policies: KeyPolicies | None = None,
         on_block: Callable[[str], None] | None = None,
+        home: str | None = None,
+        strict: bool = False,
     ) -> None:
-        self._check = _SandboxCheck(sandbox, action == "error", on_block)
+        """``sandbox`` None: only sessions that set a project dir are sandboxed."""
+        error = action == "error"
+        self._check = _SandboxCheck(sandbox, error, on_block) if sandbox is not None else None
         self._policies = policies
 
+        @lru_cache(maxsize=256)
+        def for_root(root: str) -> _SandboxCheck:
+            return _SandboxCheck(Sandbox([root], home=home, strict=strict), error, on_block)
+
+        self._for_root = for_root
+
     def tool_check(self, ctx: RequestContext, request: CanonicalRequest) -> ToolCheck | None:
+        if not request.tools:
+            return None
+        session = ctx.session
+        root = session.setting("project-dir") if session is not None else None
+        if root:
+            # The session's project dir (``!/set(project-dir=...)``) is its sandbox root.
+            return self._for_root(str(root))
+        if self._check is None:
+            return None
         if self._policies is not None and self._policies.disabled(ctx, self.name):
             return None
-        return self._check if request.tools else None
+        return self._check
 
 
 class _SandboxCheck:

@@ -1,0 +1,286 @@
+"""In-chat commands: ``!/hello``, ``!/set(model=...)``, ``!/oneoff(...)`` (docs/commands.md).
+
+Commands are read from the text of the conversation's newest user message
+(all four dialects decode into the same text parts) and run against the
+session. Command text is stripped from *every* user message before anything
+goes upstream, so a client resending history never forwards an old command;
+a turn that held only commands was answered by the proxy, so it and the
+proxy's answer are dropped from the history the provider sees.
+
+A message that holds only commands is answered by the proxy in the client's
+dialect (no backend call); a malformed or unknown command is answered with a
+message saying what is wrong and the request is not forwarded. The session's
+settings then shape every request (:class:`~extproc.pipeline.context.Overrides`,
+applied by the routing stage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from extproc.canonical import CanonicalRequest, CanonicalResponse, Message, TextPart, Usage
+from extproc.interactive.commands import (
+    CommandEnv,
+    CommandError,
+    effective_route,
+    help_text,
+    run_command,
+)
+from extproc.interactive.parse import Scan, scan
+from extproc.pipeline.context import RequestContext
+from extproc.pipeline.stage import RequestOutcome, Respond, Stage
+from extproc.pipeline.stages.policies import KeyPolicies
+from extproc.sessions.session import Session, SessionBook
+from extproc.sessions.state import SessionState, copy_state
+
+__all__ = ["InteractiveStage"]
+
+#: Text parts agents add to a user turn that the user did not type.
+_AGENT_NOTES = ("<system-reminder>",)
+
+
+class InteractiveStage(Stage):
+    name = "interactive"
+
+    def __init__(
+        self,
+        book: SessionBook | None,
+        *,
+        prefix: str,
+        presets: Sequence[str],
+        features: Sequence[str],
+        describe_route: Callable[[str, RequestContext], str],
+        policies: KeyPolicies,
+        safety_locked: bool,
+        project_roots: Sequence[str] = (),
+        count: Callable[[str], None] | None = None,
+    ) -> None:
+        self._book = book
+        self._prefix = prefix
+        self._presets = tuple(presets)
+        #: Filled in by the composition root once every stage is built.
+        self._features = features
+        self._describe_route = describe_route
+        self._policies = policies
+        self._safety_locked = safety_locked
+        self._project_roots = tuple(project_roots)
+        self._count = count
+
+    def on_request(
+        self, ctx: RequestContext, request: CanonicalRequest
+    ) -> RequestOutcome | Awaitable[RequestOutcome]:
+        session = ctx.session
+        prefix = self._prefix
+        if session is not None:
+            prefix = str(session.setting("command-prefix") or prefix)
+        newest = _newest_user_turn(request)
+        scans = _strip_history(request, prefix)
+        if newest is not None and id(newest) in scans:
+            return self._commands(ctx, request, session, prefix, scans[id(newest)], newest)
+        if session is not None and session.state is not None:
+            return self._apply(ctx, request, session)
+        return None
+
+    async def _commands(
+        self,
+        ctx: RequestContext,
+        request: CanonicalRequest,
+        session: Session | None,
+        prefix: str,
+        scanned: list[Scan],
+        message: Message,
+    ) -> RequestOutcome:
+        answer = await self._run(ctx, request, session, prefix, scanned, message)
+        if answer is not None:
+            return answer
+        if session is not None and session.state is not None:
+            pending = self._apply(ctx, request, session)
+            if pending is not None:
+                await pending
+        return None
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def _run(
+        self,
+        ctx: RequestContext,
+        request: CanonicalRequest,
+        session: Session | None,
+        prefix: str,
+        scanned: list[Scan],
+        message: Message,
+    ) -> RequestOutcome:
+        commands = [c for s in scanned for c in s.commands]
+        errors = [str(e) for s in scanned for e in s.errors]
+        if not commands and not errors:
+            return None
+        working = copy_state(session.state) if session is not None and session.state else None
+        if working is None:
+            working = (
+                session.new_state() if session is not None else SessionState.new("none", "local")
+            )
+        env = CommandEnv(
+            state=working,
+            session_id=session.id if session is not None else "(sessions off)",
+            session_source=session.client.source
+            if session is not None and session.client is not None
+            else None,
+            prefix=prefix,
+            request_model=request.model,
+            describe_route=lambda expression: self._describe_route(expression, ctx),
+            model_allowed=lambda model: self._policies.model_allowed(ctx, model),
+            features=self._features,
+            presets=self._presets,
+            safety_locked=self._safety_locked,
+            project_roots=self._project_roots,
+        )
+        lines: list[str] = [f"Malformed command: {e}" for e in errors]
+        failed = bool(errors)
+        for command in commands:
+            if self._count is not None:
+                self._count(command.name)
+            try:
+                lines.append(run_command(command, env))
+            except CommandError as exc:
+                failed = True
+                lines.append(f"{prefix}{command.name}: {exc}")
+                if str(exc).startswith("unknown command"):
+                    lines.append(help_text(env))
+        if not failed and env.changes and session is not None and self._book is not None:
+            if env.reset:
+                await self._book.forget(session)
+                session.state = None
+            changes = list(env.changes)
+
+            def mutate(state: SessionState) -> None:
+                for change in changes:
+                    change(state)
+
+            await self._book.change(session, mutate)
+        if failed:
+            lines.append("Nothing was sent to the model; fix the command and send it again.")
+            return self._answer(ctx, request, "\n".join(lines))
+        if _only_commands(message):
+            if session is not None and session.isolated and env.changes:
+                lines.append(
+                    "Note: this client sends no session id, so these settings apply to "
+                    "this message only (send an x-session-id header to keep them)."
+                )
+            return self._answer(ctx, request, "\n".join(lines))
+        return None
+
+    def _answer(self, ctx: RequestContext, request: CanonicalRequest, text: str) -> Respond:
+        ctx.state["interactive"] = "answered"
+        return Respond(
+            CanonicalResponse(
+                id=f"proxy-{ctx.request_id or int(time.time() * 1000)}",
+                model=request.model,
+                created=int(time.time()),
+                content=[TextPart(text=text)],
+                finish_reason="stop",
+                usage=Usage(),
+            )
+        )
+
+    # -- the session's settings, every request ---------------------------------------------
+
+    def _apply(
+        self, ctx: RequestContext, request: CanonicalRequest, session: Session
+    ) -> Awaitable[RequestOutcome] | None:
+        """The session's settings for this request; awaitable when a one-off is used up."""
+        state = session.state
+        assert state is not None
+        route, why = effective_route(state, request.model)
+        overrides = ctx.overrides
+        if route is not None:
+            overrides.route, overrides.why = route, why
+        settings = state.settings
+        if "temperature" in settings:
+            overrides.params["temperature"] = settings["temperature"]
+        if "top-p" in settings:
+            overrides.params["top_p"] = settings["top-p"]
+        if "reasoning-effort" in settings:
+            overrides.params["reasoning_effort"] = settings["reasoning-effort"]
+        if "thinking-budget" in settings:
+            overrides.thinking_budget = int(settings["thinking-budget"])
+        if "reasoning-preset" in settings:
+            overrides.preset = str(settings["reasoning-preset"])
+        if state.oneoff and self._book is not None:
+            return self._consume_oneoff(session)
+        return None
+
+    async def _consume_oneoff(self, session: Session) -> RequestOutcome:
+        assert self._book is not None
+
+        def consume(stored: SessionState) -> None:
+            stored.oneoff = None
+
+        await self._book.change(session, consume)
+        return None
+
+
+def _newest_user_turn(request: CanonicalRequest) -> Message | None:
+    """The newest message when the user typed it (not a tool result of an agent loop)."""
+    if not request.messages:
+        return None
+    last = request.messages[-1]
+    if last.role != "user" or not any(isinstance(p, TextPart) for p in last.content):
+        return None
+    return last
+
+
+def _user_text(part: object) -> bool:
+    return isinstance(part, TextPart) and not part.text.lstrip().startswith(_AGENT_NOTES)
+
+
+def _strip_history(request: CanonicalRequest, prefix: str) -> dict[int, list[Scan]]:
+    """Remove command text from every user message; the scans by message.
+
+    A user turn left empty (it held only commands) is dropped together with
+    the proxy's answer that follows it.
+    """
+    found: dict[int, list[Scan]] = {}
+    for message in request.messages:
+        if message.role != "user":
+            continue
+        scans: list[Scan] = []
+        for i, part in enumerate(message.content):
+            if not isinstance(part, TextPart) or prefix not in part.text:
+                continue
+            result = scan(part.text, prefix)
+            if result.commands or result.errors:
+                scans.append(result)
+                message.content[i] = TextPart(text=result.remainder, extra=part.extra)
+        if scans:
+            found[id(message)] = scans
+    if not found:
+        return found
+    newest = request.messages[-1]
+    kept: list[Message] = []
+    skip_answer = False
+    for message in request.messages:
+        if skip_answer and message.role == "assistant":
+            skip_answer = False
+            continue
+        skip_answer = False
+        if id(message) in found and message is not newest and _only_commands(message):
+            skip_answer = True
+            continue
+        if id(message) in found:
+            message.content = [
+                p for p in message.content if not (isinstance(p, TextPart) and not p.text)
+            ]
+        kept.append(message)
+    request.messages = kept
+    return found
+
+
+def _only_commands(message: Message) -> bool:
+    """Nothing the user typed is left once the commands are gone."""
+    for part in message.content:
+        if not isinstance(part, TextPart):
+            return False
+        if _user_text(part) and part.text.strip():
+            return False
+    return True

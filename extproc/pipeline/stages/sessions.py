@@ -1,0 +1,144 @@
+"""Sessions, B2BUA-style: the A-leg toward the client, a B-leg per request toward providers.
+
+The client's conversation id (header or body field, docs/sessions.md) is
+scoped by the client key (``local`` in single-user mode) into the A-leg
+session id; its stored state is loaded for the other stages. Before the
+request goes upstream, the body fields that carry the client's ids are
+replaced or removed: providers see B-leg ids only (the ROUTER role removes
+the session headers and sends ``x-session-id: <b-leg>-<attempt>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Awaitable
+
+from extproc.canonical import CanonicalRequest
+from extproc.pipeline.context import RequestContext
+from extproc.pipeline.stage import RequestOutcome, Stage
+from extproc.sessions.ids import (
+    ClientSession,
+    a_leg_id,
+    b_leg_id,
+    client_session,
+    heuristic_session,
+)
+from extproc.sessions.session import Session, SessionBook
+
+__all__ = ["SessionStage"]
+
+
+class SessionStage(Stage):
+    name = "sessions"
+
+    def __init__(
+        self,
+        book: SessionBook,
+        *,
+        header: str | None = None,
+        heuristic: bool = False,
+        multi_user: bool = False,
+    ) -> None:
+        self._book = book
+        self._header = header
+        self._heuristic = heuristic
+        self._multi_user = multi_user
+
+    def on_request(
+        self, ctx: RequestContext, request: CanonicalRequest
+    ) -> RequestOutcome | Awaitable[RequestOutcome]:
+        owner = (ctx.client_key_id if self._multi_user else None) or "local"
+        client = client_session(ctx.headers, request, self._header)
+        previous = request.extra.get("previous_response_id") if client is None else None
+        if not isinstance(previous, str) or not previous:
+            previous = None
+        book = self._book
+        if not book.immediate:
+            return self._later(ctx, request, owner, client, previous)
+        found = book.resolve_now(previous) if previous is not None else None
+        session = self._session(owner, client, found, request)
+        book.load_now(session)
+        self._begin(ctx, request, session, owner)
+        return None
+
+    async def _later(
+        self,
+        ctx: RequestContext,
+        request: CanonicalRequest,
+        owner: str,
+        client: ClientSession | None,
+        previous: str | None,
+    ) -> RequestOutcome:
+        found = await self._book.resolve(previous) if previous is not None else None
+        session = self._session(owner, client, found, request)
+        await self._book.load(session)
+        self._begin(ctx, request, session, owner)
+        return None
+
+    def _session(
+        self,
+        owner: str,
+        client: ClientSession | None,
+        chained: str | None,
+        request: CanonicalRequest,
+    ) -> Session:
+        if chained is not None:
+            # A Responses chain: the session that produced that answer.
+            return Session(
+                id=chained,
+                owner=owner,
+                client=ClientSession(chained, "previous_response_id chain"),
+                b_leg=b_leg_id(),
+            )
+        if client is None and self._heuristic:
+            client = heuristic_session(request)
+        session_id = a_leg_id(owner, client.id) if client is not None else _isolated_id()
+        return Session(id=session_id, owner=owner, client=client, b_leg=b_leg_id())
+
+    def _begin(
+        self, ctx: RequestContext, request: CanonicalRequest, session: Session, owner: str
+    ) -> None:
+        if session.state is not None and session.state.owner != owner:
+            # Never honoured across client keys (a chain id another key learned).
+            session = Session(id=_isolated_id(), owner=owner, client=None, b_leg=session.b_leg)
+        ctx.session = session
+        ctx.session_id = session.id
+        if ctx.span.recording:
+            ctx.span.set_attribute("llm_proxy.session.id", session.id)
+        _to_provider(request, session)
+
+    def on_end(self, ctx: RequestContext) -> None:
+        session = ctx.session
+        if session is None or ctx.state.get("interactive") == "answered":
+            return
+        route = None
+        if ctx.route is not None:
+            route = ctx.route.cluster + (f" ({ctx.model})" if ctx.model else "")
+        self._book.after_request(session, route=route, response_id=ctx.response_id)
+
+
+def _isolated_id() -> str:
+    return f"sess-{secrets.token_hex(12)}"
+
+
+def _to_provider(request: CanonicalRequest, session: Session) -> None:
+    """Replace or remove the body fields that carry the client's ids (same-protocol targets)."""
+    extra = request.extra
+    if not extra:
+        return
+    extra.pop("session_id", None)
+    # Codex's analytics: session, thread, installation and turn ids.
+    extra.pop("client_metadata", None)
+    metadata = extra.get("metadata")
+    if isinstance(metadata, dict) and ("user_id" in metadata or "session_id" in metadata):
+        metadata = dict(metadata)
+        if "user_id" in metadata:
+            metadata["user_id"] = session.b_leg
+        metadata.pop("session_id", None)
+        extra["metadata"] = metadata
+    if isinstance(extra.get("prompt_cache_key"), str):
+        # A cache key, not a session id: stable per session (provider prompt
+        # caching keeps working) and derived from the A-leg, never the client's id.
+        digest = hashlib.blake2b(f"cache\0{session.id}".encode(), digest_size=16).hexdigest()
+        extra["prompt_cache_key"] = f"pck-{digest}"
