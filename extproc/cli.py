@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="require proxy API keys; allows non-loopback --host",
     )
     parser.add_argument("--api-keys", help="comma-separated proxy API keys (multi-user mode)")
+    parser.add_argument(
+        "--disable-interactive-commands",
+        action="store_true",
+        help="forward !/ commands typed in chats as text (interactive.enabled: false)",
+    )
+    parser.add_argument(
+        "--disable-sessions",
+        action="store_true",
+        help="no per-conversation sessions (sessions.enabled: false)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--ca-file", help="envoy-config: CA bundle path to write into TLS contexts")
     return parser
@@ -86,6 +96,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "log_level": args.log_level,
         "routing.static_route": args.static_route,
     }
+    if args.disable_interactive_commands:
+        out["interactive.enabled"] = False
+    if args.disable_sessions:
+        out["sessions.enabled"] = False
     if args.api_keys is not None:
         out["api_keys"] = [k.strip() for k in args.api_keys.split(",") if k.strip()]
     return out

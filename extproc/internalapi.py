@@ -8,7 +8,6 @@ from what Envoy sends. Defined once here, imported everywhere else.
 from __future__ import annotations
 
 __all__ = [
-    "B_LEG_HEADER",
     "CLUSTER_HEADER",
     "EXT_PROC_FILTER",
     "HOST_METADATA_ATTRIBUTE",
@@ -44,10 +43,8 @@ ROLE_METADATA = "x-llm-role"
 #: Roles of the observability-mode filters (wire capture with ``capture.observers``).
 OBSERVE_CLIENT_ROLE = "observe-client"
 OBSERVE_PROVIDER_ROLE = "observe-provider"
-#: The request's B-leg id, from the ROUTER role to the upstream filter chain,
-#: which sends ``UPSTREAM_SESSION_HEADER: <b-leg>-<attempt>`` per attempt.
-B_LEG_HEADER = "x-llm-b-leg"
-#: The session id header providers see (a B-leg id, never the client's).
+#: The session id header providers see: ``leg-<request id>-<attempt>``, set per
+#: attempt by Envoy's upstream filters (never the client's id).
 UPSTREAM_SESSION_HEADER = "x-session-id"
 #: The A-leg session id echoed to clients on every answer.
 SESSION_ECHO_HEADER = "x-b2bua-session-id"

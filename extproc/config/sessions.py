@@ -96,7 +96,7 @@ class InteractiveConfig(_Model):
     @field_validator("prefix")
     @classmethod
     def _no_space(cls, value: str) -> str:
-        if any(c.isspace() for c in value) or any(c.isalnum() for c in value):
+        if any(c.isspace() or c.isalnum() or c in "`\\" for c in value):
             raise ValueError("interactive.prefix must be punctuation without spaces, e.g. '!/'")
         return value
 

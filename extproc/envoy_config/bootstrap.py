@@ -27,7 +27,6 @@ from typing import Any
 from backends import get_type
 from extproc.config import Config
 from extproc.internalapi import (
-    B_LEG_HEADER,
     CLUSTER_HEADER,
     HOST_METADATA_ATTRIBUTE,
     METADATA_NAMESPACE,
@@ -55,11 +54,13 @@ _HEADER_MUTATION = _T + "envoy.extensions.filters.http.header_mutation.v3.Header
 
 
 def _b_leg_mutation() -> dict[str, Any]:
-    """Per attempt: the provider sees ``x-session-id: <b-leg>-<attempt>`` (B2BUA).
+    """Per attempt: the provider sees ``x-session-id: leg-<request id>-<attempt>`` (B2BUA).
 
     Upstream filters run once per attempt (retries and failover hops), so each
-    attempt gets its own id; the internal header never leaves Envoy. Envoy
-    shares the request header map between attempts: overwrite, never append.
+    attempt gets its own id. It is built from Envoy's own request id (which
+    providers receive anyway) and never from the client's session id. Envoy
+    shares one request header map between attempts: overwrite, and remove
+    nothing a later attempt needs.
     """
     return {
         "name": "envoy.filters.http.header_mutation",
@@ -71,12 +72,11 @@ def _b_leg_mutation() -> dict[str, Any]:
                         "append": {
                             "header": {
                                 "key": UPSTREAM_SESSION_HEADER,
-                                "value": f"%REQ({B_LEG_HEADER})%-%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                                "value": "leg-%REQ(x-request-id)%-%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
                             },
                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                         }
-                    },
-                    {"remove": B_LEG_HEADER},
+                    }
                 ]
             },
         },

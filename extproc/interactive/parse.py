@@ -18,7 +18,12 @@ everything after it on that line. Markdown code (fenced blocks, inline
 backtick spans) is not scanned.
 
 Malformed commands are reported as :class:`CommandSyntaxError` and, like the
-well-formed ones, removed from :attr:`Scan.remainder`.
+well-formed ones, removed from :attr:`Scan.remainder`. There, a line left with
+nothing but whitespace goes; the spaces either side of a command collapse to
+one (none before ``.,;:!?)]}``: ``"use !/max."`` -> ``"use."``); the text is
+stripped. Removing never makes new commands or new code fences (a fence marker
+brought to the start of a line gets a backslash before it), so scanning the
+remainder again finds nothing.
 
 Every pass is linear in the text: ``str.find`` for the prefix and backticks,
 and anchored, possessive character-class patterns (which cannot backtrack).
@@ -192,7 +197,7 @@ def _closes_fence(text: str, start: int, end: int, fence: tuple[str, int]) -> bo
 
 
 def _line_bounds(text: str, pos: int) -> tuple[int, int]:
-    """The end of the content of the line at ``pos`` (before "\n" or "\r\n"), the next line's start."""
+    """Where the line at ``pos`` ends (before its line break), and where the next starts."""
     nl = text.find("\n", pos)
     if nl < 0:
         return len(text), len(text)
@@ -289,7 +294,7 @@ def _scan_region(text: str, start: int, end: int, prefix: str, out: list[_Found]
     ticks: _Ticks | None = None
     i = start
     after = -1  # end of the last command: a prefix right there needs no space before it
-    at_prefix = at_tick = -1  # the next occurrences (``end``: none), found once each
+    at_prefix = at_tick = -1  # the next prefix and backtick (``end``: no backtick)
     while i < end:
         if at_prefix < i:
             at_prefix = text.find(prefix, i, end)

@@ -91,7 +91,7 @@ def _path(key: str, raw: str) -> str:
 
 def _prefix(key: str, raw: str) -> str:
     value = raw.strip()
-    if not 1 <= len(value) <= 8 or any(c.isspace() or c.isalnum() for c in value):
+    if not 1 <= len(value) <= 8 or any(c.isspace() or c.isalnum() or c in "`\\" for c in value):
         raise SettingError(f"{key} must be 1 to 8 punctuation characters, e.g. !/ or @@")
     return value
 

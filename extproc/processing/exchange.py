@@ -24,7 +24,7 @@ from extproc.canonical.tokens import estimate_tokens
 from extproc.codecs import Codec, get_codec
 from extproc.codecs.base import RequestMeta, ResponseContext
 from extproc.errors import InvalidRequest, PayloadTooLarge
-from extproc.internalapi import B_LEG_HEADER, CLUSTER_HEADER
+from extproc.internalapi import CLUSTER_HEADER
 from extproc.pipeline import AnswerChain, RequestContext, RequestOutcome
 from extproc.processing.headers import ATTEMPT_COUNT_HEADER, UPSTREAM_MARK
 from extproc.processing.local_replies import local_reply_error
@@ -135,9 +135,6 @@ class Exchange:
             out = _envelope_encoder.encode(envelope)
             set_headers = {"content-type": "application/json", "content-length": str(len(out))}
         set_headers[CLUSTER_HEADER] = route.cluster
-        if ctx.session is not None:
-            # Envoy's upstream filter sends it as x-session-id: <b-leg>-<attempt>.
-            set_headers[B_LEG_HEADER] = ctx.session.b_leg
         return set_headers, out
 
     def stage_answer(self, response: CanonicalResponse) -> tuple[bytes, dict[str, str]]:

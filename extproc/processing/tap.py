@@ -96,6 +96,11 @@ class ExchangeTap:
         # Values stay text here; the writer thread masks and encodes them.
         self._emit(leg, "headers", attempt, list(headers.items()), None, eos, annotations)
 
+    def session(self, session_id: str | None) -> None:
+        """The exchange's session id (the A-leg, once the sessions stage ran) for later records."""
+        if session_id:
+            self._session = session_id
+
     def body(self, leg: str, data: bytes, eos: bool, *, attempt: int = 0) -> None:
         self._emit(leg, "body", attempt, None, data, eos, None)
 
@@ -215,6 +220,9 @@ class TappedRouter:
     def _sent_on(self, action: Action, body: bytes) -> Action:
         tap = self._tap
         assert tap is not None
+        ctx = self.inner.ctx
+        if ctx is not None:
+            tap.session(ctx.session_id)
         if isinstance(action, Reply):
             self._reply(action)
         elif isinstance(action, Continue) and self.inner.provider_leg_is_ours():

@@ -129,6 +129,11 @@ def a_leg_id(owner: str, client_id: str) -> str:
     return f"sess-{digest}"
 
 
-def b_leg_id() -> str:
-    """A fresh provider-side id (one per request; attempts add their number)."""
-    return f"leg-{secrets.token_hex(8)}"
+def b_leg_id(request_id: str = "") -> str:
+    """The provider-side id of one request: ``leg-<Envoy's request id>``.
+
+    Envoy's upstream filters send ``<b-leg>-<attempt>`` as ``x-session-id``
+    per attempt; body fields carry the request's B-leg. Without a request id
+    (tests, tools), a random one.
+    """
+    return f"leg-{request_id or secrets.token_hex(16)}"

@@ -7,6 +7,7 @@ reader, so these tests check what a user would see in a capture file.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,13 @@ def test_non_streaming_exchange_both_legs_byte_exact(setup: Any) -> None:
     assert provider.header(":path") == "/v1/chat/completions"
     raw = b"".join(path.read_bytes() for path in directory.iterdir())
     assert CLIENT_KEY.encode() not in raw and PROVIDER_KEY.encode() not in raw
-    assert exchange.session_id == "sess-7"
+    # Captures file the exchange under the proxy's A-leg session id; the client's own
+    # session id never reaches the provider leg.
+    assert exchange.session_id is not None and re.fullmatch(
+        r"sess-[0-9a-f]{24}", exchange.session_id
+    )
+    assert exchange.session_id == router.inner.ctx.session_id
+    assert provider.header("x-session-id") is None
 
 
 def test_streamed_exchange_keeps_every_chunk_in_order(setup: Any) -> None:

@@ -104,10 +104,11 @@ class RewriteStage(Stage):
     def on_request(self, ctx: RequestContext, request: CanonicalRequest) -> RequestOutcome:
         if self._off(ctx):
             return None
-        system = self._rewriter(ctx, request.model, "system")
+        model = ctx.requested_model or request.model
+        system = self._rewriter(ctx, model, "system")
         if system is not None:
             _rewrite_system(request, system)
-        user = self._rewriter(ctx, request.model, "user")
+        user = self._rewriter(ctx, model, "user")
         if user is not None:
             for message in request.messages:
                 if message.role == "user":
@@ -117,7 +118,8 @@ class RewriteStage(Stage):
     def answer_filter(self, ctx: RequestContext, request: CanonicalRequest) -> AnswerFilter | None:
         if self._off(ctx):
             return None
-        reply = self._rewriter(ctx, request.model, "reply")
+        # The model the client asked for (routing has replaced request.model by now).
+        reply = self._rewriter(ctx, ctx.requested_model or request.model, "reply")
         return _ReplyFilter(reply) if reply is not None else None
 
 
@@ -159,7 +161,9 @@ def _rewrite_system(request: CanonicalRequest, rewriter: _Rules) -> None:
         return
     text = rewriter.prefix + rewriter.suffix
     if text:
-        request.messages.insert(0, Message(role="system", content=[TextPart(text=text)]))
+        request.messages.insert(
+            0, Message(role="system", content=[TextPart(text=text)], plain=True)
+        )
 
 
 class _ReplyFilter(AnswerFilter):

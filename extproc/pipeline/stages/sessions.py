@@ -57,7 +57,7 @@ class SessionStage(Stage):
         if not book.immediate:
             return self._later(ctx, request, owner, client, previous)
         found = book.resolve_now(previous) if previous is not None else None
-        session = self._session(owner, client, found, request)
+        session = self._session(owner, client, found, request, ctx.request_id)
         book.load_now(session)
         self._begin(ctx, request, session, owner)
         return None
@@ -71,7 +71,7 @@ class SessionStage(Stage):
         previous: str | None,
     ) -> RequestOutcome:
         found = await self._book.resolve(previous) if previous is not None else None
-        session = self._session(owner, client, found, request)
+        session = self._session(owner, client, found, request, ctx.request_id)
         await self._book.load(session)
         self._begin(ctx, request, session, owner)
         return None
@@ -82,6 +82,7 @@ class SessionStage(Stage):
         client: ClientSession | None,
         chained: str | None,
         request: CanonicalRequest,
+        request_id: str,
     ) -> Session:
         if chained is not None:
             # A Responses chain: the session that produced that answer.
@@ -89,12 +90,12 @@ class SessionStage(Stage):
                 id=chained,
                 owner=owner,
                 client=ClientSession(chained, "previous_response_id chain"),
-                b_leg=b_leg_id(),
+                b_leg=b_leg_id(request_id),
             )
         if client is None and self._heuristic:
             client = heuristic_session(request)
         session_id = a_leg_id(owner, client.id) if client is not None else _isolated_id()
-        return Session(id=session_id, owner=owner, client=client, b_leg=b_leg_id())
+        return Session(id=session_id, owner=owner, client=client, b_leg=b_leg_id(request_id))
 
     def _begin(
         self, ctx: RequestContext, request: CanonicalRequest, session: Session, owner: str
