@@ -149,6 +149,7 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
     from extproc.server import start_grpc_server
     from extproc.server.capture_process import CaptureProcess, CaptureProcessError
     from extproc.server.envoy_process import EnvoyError, EnvoyProcess, find_envoy
+    from extproc.sessions import SessionStoreError
 
     _warn_about(config)
     try:
@@ -156,7 +157,12 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
     except Exception as exc:  # a database or port we cannot use: say so, exit non-zero
         log.error("cannot start observability: %s", exc)
         return 1
-    app = App(config, observability.telemetry)
+    try:
+        app = App(config, observability.telemetry)
+    except SessionStoreError as exc:  # e.g. a sessions.sqlite_path we cannot open
+        log.error("cannot start sessions: %s", exc)
+        observability.close()
+        return 1
     feed = None
     if config.capture.enabled and not config.capture.observers:
         # The roles record; the capture process encodes and writes.
@@ -167,6 +173,8 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
         log.error("%s", exc)
         if feed is not None:
             feed.close()
+        if app.sessions is not None:
+            await app.sessions.close()
         observability.close()
         return 1
     capture: CaptureProcess | None = None
@@ -232,6 +240,9 @@ async def serve(config: Config, *, with_envoy: bool) -> int:
         if envoy is not None:
             await envoy.stop()
         await server.stop(grace=2.0)
+        if app.sessions is not None:
+            # Pending session bookkeeping is written, then the store is closed.
+            await app.sessions.close()
         if supervisor is not None:
             supervisor.cancel()
         if capture is not None:

@@ -302,7 +302,7 @@ def _hello(cmd: Command, env: CommandEnv) -> str:
     route, why = effective_route(env.state, env.request_model)
     target = route or env.request_model
     memory = (
-        f"remembered (from the {env.session_source})"
+        f"remembered; id from the {env.session_source}"
         if env.session_source
         else "not remembered: this client sends no session id (send x-session-id)"
     )

@@ -96,17 +96,6 @@ def _prefix(key: str, raw: str) -> str:
     return value
 
 
-def _compression(key: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return "on"
-    if value in _FALSE:
-        return "off"
-    if value in ("history", "tools", "all"):
-        return value
-    raise SettingError(f"{key} takes on, off, history, tools or all, not {raw!r}")
-
-
 def _preset_name(key: str, raw: str) -> str:
     value = raw.strip().lower()
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", value):
@@ -143,8 +132,6 @@ SETTINGS: dict[str, Setting] = {
             safety_stage="commands",
         ),
         Setting("project-dir", "the sandbox root: file writes stay inside it", _path),
-        Setting("loop-detection", "loop detection on/off", _switch),
-        Setting("compression", "context compression: on, off, history, tools, all", _compression),
         Setting("command-prefix", "the prefix of in-chat commands", _prefix),
     )
 }
@@ -162,7 +149,6 @@ _ALIASES = {
     "command-protection": "dangerous-commands",
     "sandbox": "project-dir",
     "project": "project-dir",
-    "loops": "loop-detection",
     "prefix": "command-prefix",
     "route": "backend",
 }

@@ -201,7 +201,7 @@ def _reasoning(
     # Always on: the x-llmproxy-reasoning-mode header works without any config.
     from extproc.pipeline.stages.reasoning import ReasoningStage
 
-    return ReasoningStage(section)
+    return ReasoningStage(section, policies)
 
 
 def _counter(telemetry: Telemetry, stage: str) -> Callable[[str], None]:
@@ -292,12 +292,18 @@ def _session_stages(
         )
     interactive = config.interactive
     if interactive.enabled:
+        from extproc.interactive.commands import COMMANDS
         from extproc.pipeline.stages.interactive import InteractiveStage
 
         metrics = telemetry.metrics
 
+        known = {*COMMANDS, *interactive.presets}
+
         def counted(command: str) -> None:
-            metrics.count_safety("interactive", "command", command)
+            # Label values stay bounded: a name users made up counts as "unknown".
+            metrics.count_safety(
+                "interactive", "command", command if command in known else "unknown"
+            )
 
         stages.append(
             InteractiveStage(
@@ -353,9 +359,20 @@ def build_pipeline(
         if stage is not None:
             stages.append(stage)
     stages.extend(_custom(name, config) for name in config.pipeline.custom)
+    if book is not None:
+        from extproc.pipeline.stages.sessions import ProviderLegStage
+
+        stages.append(ProviderLegStage())
     presets = Presets(config.interactive.presets) if config.interactive.enabled else None
     stages.append(RoutingStage(resolver, route_header=config.route_header_allowed, presets=presets))
-    features.extend(s.name for s in stages)
+    # What !/hello lists: the stages that act (the sandbox only when configured;
+    # it is also there for sessions that set a project dir).
+    features.extend(
+        s.name
+        for s in stages
+        if s.name not in ("provider_leg", "routing")
+        and not (s.name == "sandbox" and not config.sandbox.enabled)
+    )
     return Pipeline(
         stages, phase=telemetry.phase, max_tool_call_bytes=config.pipeline.max_tool_call_bytes
     )

@@ -19,6 +19,7 @@ from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
 from extproc.observe.telemetry import Telemetry
 from extproc.pipeline.assemble import build_pipeline, build_session_book
+from extproc.pipeline.stages.reasoning import MODE_HEADER as REASONING_MODE_HEADER
 from extproc.processing.admin import AdminEndpoints
 from extproc.processing.attempts import AttemptLog
 from extproc.routing import Resolver, apply_params, plan_clusters
@@ -28,12 +29,14 @@ from extproc.sessions.diagnostics import sessions_report
 from extproc.sessions.ids import CLIENT_SESSION_HEADERS, SESSION_ECHO_HEADERS
 
 
-def session_header_names(config: Config) -> frozenset[str]:
-    """The client headers that carry session ids (none when sessions are off)."""
-    if not config.sessions.enabled:
-        return frozenset()
-    extra = (config.sessions.header,) if config.sessions.header else ()
-    return frozenset((*CLIENT_SESSION_HEADERS, *SESSION_ECHO_HEADERS, *extra))
+def client_only_headers(config: Config) -> frozenset[str]:
+    """Client headers no provider sees: proxy controls, and (B2BUA) session ids."""
+    names = {REASONING_MODE_HEADER}
+    if config.sessions.enabled:
+        names.update(CLIENT_SESSION_HEADERS, SESSION_ECHO_HEADERS)
+        if config.sessions.header:
+            names.add(config.sessions.header)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,9 @@ class App:
         #: Sessions (None when off): the stages' shared memory of conversations.
         self.sessions = build_session_book(config)
         self.pipeline = build_pipeline(config, self.resolver, self.telemetry, self.sessions)
-        #: Client headers that carry session ids: removed before providers (B2BUA).
-        self.session_headers = session_header_names(config)
+        #: Client headers for the proxy only (session ids, proxy controls): removed
+        #: before providers.
+        self.client_only_headers = client_only_headers(config)
         #: The proxy's own endpoints (diagnostics, reactivation, usage).
         self.admin = AdminEndpoints(
             admin_keys=tuple(k.get_secret_value().encode() for k in config.admin_keys),

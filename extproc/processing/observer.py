@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from extproc.internalapi import SESSION_ECHO_HEADER
 from extproc.pipeline.context import key_id
 from extproc.processing.headers import client_key, query_key
 
@@ -118,6 +119,12 @@ class ObserverProcessor:
         leg = f"{self._side}_{direction}"
         if kind == "request_headers" and pairs is not None:
             self._start(pairs)
+        elif kind == "response_headers" and pairs is not None and self._side == "client":
+            # With sessions on, the proxy's A-leg id (what usage records and traces
+            # carry) files the exchange; the client's own id came with the request.
+            for name, value in pairs:
+                if name == SESSION_ECHO_HEADER:
+                    self._session = value.decode("latin-1")
         if kind.endswith("_headers"):
             self._emit(leg, "headers", headers=pairs, eos=eos)
         elif kind.endswith("_body"):
@@ -129,8 +136,8 @@ class ObserverProcessor:
     def _start(self, pairs: HeaderPairs) -> None:
         headers = {name: value.decode("latin-1") for name, value in pairs}
         self._request_id = headers.get("x-request-id", "")
-        self._session = next((headers[h] for h in SESSION_HEADERS if h in headers), None)
         if self._side == "client":
+            self._session = next((headers[h] for h in SESSION_HEADERS if h in headers), None)
             # As the ROUTER role reads it: a header, else a Gemini client's ``?key=``.
             key = client_key(headers) or query_key(headers.get(":path", ""))
             self._key_id = key_id(key) if key else None

@@ -24,6 +24,7 @@ from extproc.codecs.base import RequestMeta
 from extproc.errors import InvalidRequest, ProxyError
 from extproc.internalapi import INTERNAL_PREFIX, ROUTE_HEADER, SESSION_ECHO_HEADER
 from extproc.pipeline import Reject, RequestContext, RequestOutcome, Respond
+from extproc.pipeline.stages.sessions import A_LEG_STATE
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.exchange import Exchange
 from extproc.processing.frontends import dialect_for, match_endpoint
@@ -152,7 +153,7 @@ class RouterProcessor:
             return self._error_reply(exc)
         # Credentials, internal headers, and (with sessions) the client's session
         # ids: providers see B-leg ids only.
-        dropped = self.app.session_headers
+        dropped = self.app.client_only_headers
         remove = [
             h
             for h in headers
@@ -269,10 +270,12 @@ class RouterProcessor:
             and exchange.backend.name == codec.name
             and exchange.chain is None
             and not self.app.needs_answer
+            and not (self.app.sessions is not None and codec.name == "openai-responses")
         ):
             # Same protocol, a complete answer, and nothing wants to see it
-            # (no stage, no usage accounting): the body passes through Envoy
-            # unseen (one round trip fewer).
+            # (no stage, no usage accounting; with sessions, a Responses answer's
+            # id is read: it links the session for previous_response_id): the body
+            # passes through Envoy unseen (one round trip fewer).
             self._end()
             return Continue(
                 set_headers=status_header,
@@ -344,8 +347,11 @@ class RouterProcessor:
     def _echo(self, headers: dict[str, str]) -> dict[str, str]:
         """``headers`` with the session's A-leg id for the client, when there is one."""
         ctx = self.ctx
-        if ctx is not None and ctx.session is not None:
-            headers[SESSION_ECHO_HEADER] = ctx.session.id
+        if ctx is not None:
+            # Known from the headers already when the body never got that far.
+            session_id = ctx.session.id if ctx.session is not None else ctx.state.get(A_LEG_STATE)
+            if session_id:
+                headers[SESSION_ECHO_HEADER] = session_id
         return headers
 
     # -- errors and replies ------------------------------------------------------
@@ -385,7 +391,7 @@ class RouterProcessor:
         return Reply(
             status=500,
             body=codec.encode_error(error),
-            headers={"content-type": "application/json"},
+            headers=self._echo({"content-type": "application/json"}),
             details="llm_proxy_internal_error",
             dynamic_metadata=self._metadata(),
         )

@@ -27,6 +27,7 @@ __all__ = [
     "a_leg_id",
     "b_leg_id",
     "client_session",
+    "header_session",
     "heuristic_session",
 ]
 
@@ -88,15 +89,26 @@ def _from_user_id(value: Any) -> str | None:
     return found.group(1) if found else None
 
 
-def client_session(
-    headers: Mapping[str, str], request: CanonicalRequest, header: str | None = None
-) -> ClientSession | None:
-    """The client's own session id: headers first, then body fields."""
+def header_session(headers: Mapping[str, str], header: str | None = None) -> ClientSession | None:
+    """The client's session id from its headers (the configured one first)."""
     if header is not None and (value := _text(headers.get(header))):
         return ClientSession(value, f"header {header}")
     for name in CLIENT_SESSION_HEADERS:
         if value := _text(headers.get(name)):
             return ClientSession(value, f"header {name}")
+    return None
+
+
+def client_session(
+    headers: Mapping[str, str], request: CanonicalRequest, header: str | None = None
+) -> ClientSession | None:
+    """The client's own session id: headers first, then body fields."""
+    found = header_session(headers, header)
+    if found is not None:
+        return found
+    if request.protocol == "anthropic" and (value := _from_user_id(request.user)):
+        # Claude Code's metadata.user_id (the Anthropic codec reads it into ``user``).
+        return ClientSession(value, "body metadata.user_id")
     extra = request.extra
     if value := _text(extra.get("session_id")):
         return ClientSession(value, "body session_id")

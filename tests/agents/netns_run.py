@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def fake_for(schema: str, answer: str) -> Any:
     from tests.fakes.openai_upstream import FakeOpenAI
     from tests.fakes.responses_upstream import FakeResponses
 
-    kinds = {
+    kinds: dict[str, Any] = {
         "openai-chat": FakeOpenAI,
         "openai-responses": FakeResponses,
         "anthropic": FakeAnthropic,
@@ -94,6 +95,102 @@ def fake_for(schema: str, answer: str) -> Any:
     for _ in range(50):  # agents make side requests (titles, summaries): answer them all
         fake.queue_response(text=answer)
     return fake
+
+
+#: The in-chat command prefix (none of the agents' own prompts hold it).
+COMMAND_MARK = "!/"
+#: Text of the proxy's own answers to commands (must never reach a provider).
+PROXY_ANSWERS = ("LLM interactive proxy", "Set model =")
+
+
+def commands_fake() -> Any:
+    """An Anthropic fake with no script: every answer names the model it was asked for."""
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+
+    fake = FakeAnthropic(name="netns")
+    fake.start()
+    return fake
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return ""
+
+
+def request_summary(request: Any) -> dict[str, Any]:
+    """What the fake saw in one messages request, short enough to print."""
+    body = request.json if isinstance(request.json, dict) else {}
+    messages = body.get("messages") or []
+    users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
+    return {
+        "path": request.path,
+        "model": body.get("model"),
+        "stream": body.get("stream"),
+        "tools": len(body.get("tools") or []),
+        "messages": len(messages),
+        "system": _text_of(body.get("system"))[:160],
+        "last_user": users[-1][-400:] if users else None,
+        "has_command": COMMAND_MARK in request.body.decode(errors="replace"),
+        "has_proxy_answer": any(a in request.body.decode(errors="replace") for a in PROXY_ANSWERS),
+    }
+
+
+def run_agent(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> dict[str, Any]:
+    started = time.monotonic()
+    done = subprocess.run(
+        command,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return {
+        "returncode": done.returncode,
+        "stdout": done.stdout[-4000:],
+        "stderr": done.stderr[-4000:],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def commands_scenario(
+    args: argparse.Namespace, proxy: Any, fake: Any, work: Path
+) -> dict[str, Any]:
+    """Claude Code sends in-chat commands: three runs, each its own ``claude -p`` process.
+
+    ``hello``: ``!/hello`` alone (a session of its own). ``set``:
+    ``!/set(model=up:<second model>)`` with ``--session-id <uuid>``; ``prompt``: a normal
+    prompt with ``--resume <uuid>``, so Claude Code sends the same
+    ``x-claude-code-session-id`` and the session's model setting routes it. Each run
+    lists the messages requests the fake received while it ran; ``main`` adds
+    ``all_requests``, read once the proxy has stopped (nothing can still arrive).
+    """
+    home = work / "home"
+    home.mkdir(exist_ok=True)
+    session = str(uuid.uuid4())
+    runs = [
+        ("hello", f"{COMMAND_MARK}hello", [], work / "hello"),
+        (
+            "set",
+            f"{COMMAND_MARK}set(model=up:{args.second_model})",
+            ["--session-id", session],
+            work / "session",
+        ),
+        ("prompt", args.prompt, ["--resume", session], work / "session"),
+    ]
+    result: dict[str, Any] = {"session": session, "runs": {}}
+    for name, prompt, extra, cwd in runs:
+        cwd.mkdir(exist_ok=True)
+        command, env = agent_command("claude", proxy, f"up:{args.model}", prompt, home, False)
+        seen = len(fake.chat_requests())
+        run = run_agent(command + extra, env, cwd, args.timeout)
+        run["requests"] = [request_summary(r) for r in fake.chat_requests()[seen:]]
+        result["runs"][name] = run
+    return result
 
 
 BACKEND_TYPES = {
@@ -168,6 +265,30 @@ def agent_command(
     raise SystemExit(f"unknown agent {agent}")
 
 
+def one_run(
+    args: argparse.Namespace, proxy: Any, fake: Any, work: Path, repo: Path
+) -> dict[str, Any]:
+    """One agent run (the answer and git-wipe scenarios)."""
+    command, env = agent_command(
+        args.agent, proxy, f"up:{args.model}", args.prompt, work / "home", args.real_model
+    )
+    (work / "home").mkdir(exist_ok=True)
+    if args.scenario == "git-wipe":
+        # The agent may run Bash without asking (as a user who allowed it would).
+        command += ["--allowedTools", "Bash", "--max-turns", "3"]
+    result = run_agent(command, env, repo if args.scenario == "git-wipe" else work, args.timeout)
+    result["provider_requests"] = len(fake.chat_requests()) if fake else None
+    result["provider_paths"] = sorted({r.path for r in fake.chat_requests()}) if fake else None
+    if args.scenario == "git-wipe":
+        result["work_intact"] = work_intact(repo)
+        result["tool_results"] = [
+            json.dumps(r.json)[-600:]
+            for r in (fake.chat_requests() if fake else [])
+            if r.json and "tool_result" in json.dumps(r.json)
+        ]
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agent", required=True, choices=["claude", "codex", "gemini"])
@@ -183,14 +304,24 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument(
         "--scenario",
-        choices=["answer", "git-wipe"],
+        choices=["answer", "git-wipe", "chat-commands"],
         default="answer",
-        help="git-wipe: a scratch repo with uncommitted work; the provider asks for " + WIPE,
+        help="git-wipe: a scratch repo with uncommitted work; the provider asks for "
+        + WIPE
+        + "; chat-commands: Claude Code sends !/hello, then !/set(model=...) and a prompt"
+        " in one session",
+    )
+    parser.add_argument(
+        "--second-model",
+        default="fake-model-2",
+        help="chat-commands: the model !/set(model=...) switches the session to",
     )
     parser.add_argument(
         "--disable-commands", action="store_true", help="turn dangerous-command protection off"
     )
     args = parser.parse_args()
+    if args.scenario == "chat-commands" and (args.agent, args.schema) != ("claude", "anthropic"):
+        parser.error("--scenario chat-commands needs --agent claude --schema anthropic")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = Path(tempfile.mkdtemp(prefix="agent-"))
     fake = None
@@ -201,11 +332,12 @@ def main() -> int:
         llama = start_llama_server(work)
         backend = {"type": "openai-compatible", "base_url": llama.base_url, "api_key": "none"}
     else:
-        fake = (
-            wiping_fake(args.model)
-            if args.scenario == "git-wipe"
-            else fake_for(args.schema, args.answer)
-        )
+        if args.scenario == "git-wipe":
+            fake = wiping_fake(args.model)
+        elif args.scenario == "chat-commands":
+            fake = commands_fake()
+        else:
+            fake = fake_for(args.schema, args.answer)
         backend = {
             "type": BACKEND_TYPES[args.schema],
             "base_url": fake.base_url,
@@ -222,38 +354,10 @@ def main() -> int:
     proxy = start_proxy(work, config)
     result: dict[str, Any] = {}
     try:
-        command, env = agent_command(
-            args.agent, proxy, f"up:{args.model}", args.prompt, work / "home", args.real_model
-        )
-        (work / "home").mkdir(exist_ok=True)
-        if args.scenario == "git-wipe":
-            # The agent may run Bash without asking (as a user who allowed it would).
-            command += ["--allowedTools", "Bash", "--max-turns", "3"]
-        started = time.monotonic()
-        done = subprocess.run(
-            command,
-            env=env,
-            cwd=repo if args.scenario == "git-wipe" else work,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=args.timeout,
-        )
-        result = {
-            "returncode": done.returncode,
-            "stdout": done.stdout[-4000:],
-            "stderr": done.stderr[-4000:],
-            "seconds": round(time.monotonic() - started, 1),
-            "provider_requests": len(fake.chat_requests()) if fake else None,
-            "provider_paths": sorted({r.path for r in fake.chat_requests()}) if fake else None,
-        }
-        if args.scenario == "git-wipe":
-            result["work_intact"] = work_intact(repo)
-            result["tool_results"] = [
-                json.dumps(r.json)[-600:]
-                for r in (fake.chat_requests() if fake else [])
-                if r.json and "tool_result" in json.dumps(r.json)
-            ]
+        if args.scenario == "chat-commands":
+            result = commands_scenario(args, proxy, fake, work)
+        else:
+            result = one_run(args, proxy, fake, work, repo)
     except subprocess.TimeoutExpired as exc:
         result = {"returncode": None, "timeout": True, "stdout": str(exc.stdout)[-4000:]}
     finally:
@@ -262,6 +366,9 @@ def main() -> int:
             fake.stop()
         if llama is not None:
             llama.stop()
+        if args.scenario == "chat-commands" and fake is not None:
+            # Read once the proxy is down: no request can still be on its way to the fake.
+            result["all_requests"] = [request_summary(r) for r in fake.chat_requests()]
         result["proxy_log_tail"] = proxy.log()[-3000:]
     print(json.dumps(result))
     return 0

@@ -84,3 +84,40 @@ def test_claude_code_keeps_uncommitted_work_when_told_to_wipe_it() -> None:
     assert protected["returncode"] == 0, protected
     assert protected["work_intact"] is True, protected
     assert "blocked" in protected["stdout"], protected
+
+
+def test_claude_code_in_chat_commands() -> None:
+    """Claude Code's prompts ``!/hello`` and ``!/set(model=...)`` are answered by the proxy.
+
+    ``!/hello`` alone never reaches the provider: Claude Code prints the proxy's
+    banner. ``!/set(model=up:fake-model-2)`` in one run and a prompt in a second run
+    of the same conversation (``--session-id``, then ``--resume``: the same
+    ``x-claude-code-session-id``) send the prompt to fake-model-2 although Claude Code
+    asks for fake-model-1; neither the commands nor the proxy's answers to them reach
+    the provider when Claude Code resends the conversation.
+    """
+    prompt = "Reply with the single word PONG."
+    result = run_in_netns(
+        "--agent", "claude", "--schema", "anthropic", "--scenario", "chat-commands",
+        "--model", "fake-model-1", "--second-model", "fake-model-2", "--prompt", prompt,
+    )  # fmt: skip
+    assert "runs" in result, result
+    hello, set_model, asked = (result["runs"][name] for name in ("hello", "set", "prompt"))
+    assert hello["returncode"] == 0, result
+    assert "LLM interactive proxy" in hello["stdout"], result
+    assert "session: sess-" in hello["stdout"], result
+    assert set_model["returncode"] == 0, result
+    assert "Set model = up:fake-model-2." in set_model["stdout"], result
+    assert asked["returncode"] == 0, result
+    # The fake's unscripted answer names the model it was asked for.
+    assert "netns says hello to fake-model-2" in asked["stdout"], result
+    # The main-model request: the prompt is its newest user text. (With nonessential
+    # traffic off Claude Code made no side requests; any would be in all_requests.)
+    main = [r for r in asked["requests"] if prompt in (r["last_user"] or "")]
+    assert main, result
+    assert {r["model"] for r in main} == {"fake-model-2"}, result
+    # Read after the proxy stopped: the model Claude Code asked for was never called
+    # (the command runs were answered by the proxy), and no command reached the provider.
+    seen = result["all_requests"]
+    assert not [r for r in seen if r["model"] == "fake-model-1"], result
+    assert not [r for r in seen if r["has_command"] or r["has_proxy_answer"]], result

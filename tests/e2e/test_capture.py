@@ -41,6 +41,7 @@ from extproc.observe.capture import (
 )
 from extproc.observe.capture_cli import main as capture_main
 from extproc.pipeline.context import key_id
+from extproc.sessions.ids import a_leg_id
 from tests.e2e.conftest import two_backends
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import (
@@ -179,7 +180,9 @@ def session_exchanges(directory: Path, sid: str) -> list[Exchange]:
     if not directory.exists():
         return []
     problems: list[CaptureFormatError] = []  # the writer may be mid-write: a torn tail is fine
-    return [e for e in exchanges(directory, problems=problems) if e.session_id == sid]
+    # Captures are filed under the proxy's A-leg session id (single-user owner "local").
+    a_leg = a_leg_id("local", sid)
+    return [e for e in exchanges(directory, problems=problems) if e.session_id == a_leg]
 
 
 def captured(
@@ -510,6 +513,7 @@ def test_list_filters_by_session_and_status(capturing: Capturing) -> None:
     assert not next(e for e in found if e.status == 400).attempts  # the proxy answered itself
 
     where = ("--dir", str(directory))
+    mine = a_leg_id("local", mine)
     assert cli_list(*where, "--session", mine) == [ok, bad]
     assert cli_list(*where, "--session", mine, "--status", "4xx") == [bad]
     assert cli_list(*where, "--session", mine, "--status", "2xx") == [ok]
@@ -639,7 +643,9 @@ def test_kill_9_mid_stream_leaves_readable_files(tmp_path: Path, mode: str) -> N
     problems: list[CaptureFormatError] = []
     records = list(iter_records(directory, problems=problems))
     assert all(type(problem) is TruncatedTail for problem in problems), problems
-    [exchange] = [e for e in exchanges(directory, problems=[]) if e.session_id == sid]
+    [exchange] = [
+        e for e in exchanges(directory, problems=[]) if e.session_id == a_leg_id("local", sid)
+    ]
     assert not exchange.complete  # killed mid-stream
     sent = fake.chat_sent_responses()[0]
     assert exchange.attempts[1].response.body == b"".join(sent.chunks[:6])

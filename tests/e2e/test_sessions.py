@@ -32,6 +32,7 @@ from tests.harness import (
     ProxyProcess,
     proxy_config,
     running_proxy,
+    start_proxy,
     wait_for,
 )
 
@@ -629,3 +630,30 @@ def test_each_attempt_gets_its_own_b_leg(tmp_path: Path) -> None:
             second = B_LEG.fullmatch(fake_b.chat_requests()[0].headers["x-session-id"])
             assert first is not None and second is not None
             assert (first.group(1), second.group(1)) == ("1", "2")
+
+
+def test_an_unusable_sqlite_path_is_a_clear_startup_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where a directory should be")
+    config = proxy_config(
+        {}, sessions={"store": "sqlite", "sqlite_path": str(blocker / "sessions.db")}
+    )
+    proxy = start_proxy(tmp_path, config, wait=False)
+    assert proxy.proc.wait(30) == 1
+    assert "cannot start sessions" in proxy.log() and "sessions.db" in proxy.log()
+
+
+def test_disable_interactive_commands_forwards_the_text(tmp_path: Path, fake: FakeOpenAI) -> None:
+    backends = {
+        "chat": {
+            "type": "openai",
+            "base_url": fake.base_url,
+            "api_key": PROVIDER_KEY,
+            "health_check": {"enabled": False},
+        }
+    }
+    with running_proxy(tmp_path, proxy_config(backends), "--disable-interactive-commands") as off:
+        fake.queue_response(text="the model saw it")
+        text = say(off, "openai-chat", [("user", "!/hello")], session="s")
+        assert text == "the model saw it"
+        assert provider_body(fake)["messages"][-1]["content"] == "!/hello"

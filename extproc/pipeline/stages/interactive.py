@@ -16,6 +16,7 @@ applied by the routing stage).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -32,12 +33,21 @@ from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import RequestOutcome, Respond, Stage
 from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.sessions.session import Session, SessionBook
-from extproc.sessions.state import SessionState, copy_state
+from extproc.sessions.state import SessionState, SessionStoreError, copy_state
 
 __all__ = ["InteractiveStage"]
 
+log = logging.getLogger(__name__)
+
 #: Text parts agents add to a user turn that the user did not type.
 _AGENT_NOTES = ("<system-reminder>",)
+_SYSTEM_ROLES = ("system", "developer")
+#: Session settings that are canonical request parameters.
+_PARAMS = (
+    ("temperature", "temperature"),
+    ("top-p", "top_p"),
+    ("reasoning-effort", "reasoning_effort"),
+)
 
 
 class InteractiveStage(Stage):
@@ -148,27 +158,41 @@ class InteractiveStage(Stage):
                 if str(exc).startswith("unknown command"):
                     lines.append(help_text(env))
         if not failed and env.changes and session is not None and self._book is not None:
-            if env.reset:
-                await self._book.forget(session)
-                session.state = None
-            changes = list(env.changes)
-
-            def mutate(state: SessionState) -> None:
-                for change in changes:
-                    change(state)
-
-            await self._book.change(session, mutate)
+            try:
+                await self._save(session, env)
+            except SessionStoreError as exc:
+                lines.append(f"The session store failed ({exc}); nothing was saved.")
+                failed = True
         if failed:
             lines.append("Nothing was sent to the model; fix the command and send it again.")
             return self._answer(ctx, request, "\n".join(lines))
         if _only_commands(message):
-            if session is not None and session.isolated and env.changes:
+            if env.changes and (session is None or session.isolated):
                 lines.append(
                     "Note: this client sends no session id, so these settings apply to "
                     "this message only (send an x-session-id header to keep them)."
+                    if session is not None
+                    else "Note: sessions are off in this proxy, so settings apply only to "
+                    "the message they come with."
                 )
             return self._answer(ctx, request, "\n".join(lines))
+        if session is None:
+            # No session to remember them: the settings shape this request only.
+            _set_overrides(ctx, request, env.state)
         return None
+
+    async def _save(self, session: Session, env: CommandEnv) -> None:
+        assert self._book is not None
+        if env.reset:
+            await self._book.forget(session)
+            session.state = None
+        changes = list(env.changes)
+
+        def mutate(state: SessionState) -> None:
+            for change in changes:
+                change(state)
+
+        await self._book.change(session, mutate)
 
     def _answer(self, ctx: RequestContext, request: CanonicalRequest, text: str) -> Respond:
         ctx.state["interactive"] = "answered"
@@ -191,21 +215,7 @@ class InteractiveStage(Stage):
         """The session's settings for this request; awaitable when a one-off is used up."""
         state = session.state
         assert state is not None
-        route, why = effective_route(state, request.model)
-        overrides = ctx.overrides
-        if route is not None:
-            overrides.route, overrides.why = route, why
-        settings = state.settings
-        if "temperature" in settings:
-            overrides.params["temperature"] = settings["temperature"]
-        if "top-p" in settings:
-            overrides.params["top_p"] = settings["top-p"]
-        if "reasoning-effort" in settings:
-            overrides.params["reasoning_effort"] = settings["reasoning-effort"]
-        if "thinking-budget" in settings:
-            overrides.thinking_budget = int(settings["thinking-budget"])
-        if "reasoning-preset" in settings:
-            overrides.preset = str(settings["reasoning-preset"])
+        _set_overrides(ctx, request, state)
         if state.oneoff and self._book is not None:
             return self._consume_oneoff(session)
         return None
@@ -216,18 +226,42 @@ class InteractiveStage(Stage):
         def consume(stored: SessionState) -> None:
             stored.oneoff = None
 
-        await self._book.change(session, consume)
+        try:
+            await self._book.change(session, consume)
+        except SessionStoreError as exc:
+            log.warning("session %s: the one-off route was not cleared: %s", session.id, exc)
         return None
+
+
+def _set_overrides(ctx: RequestContext, request: CanonicalRequest, state: SessionState) -> None:
+    """What the session's settings ask of this request (routing applies them)."""
+    route, why = effective_route(state, request.model)
+    overrides = ctx.overrides
+    if route is not None:
+        overrides.route, overrides.why = route, why
+    settings = state.settings
+    for setting, param in _PARAMS:
+        if setting in settings:
+            overrides.params[param] = settings[setting]
+    if "thinking-budget" in settings:
+        overrides.thinking_budget = int(settings["thinking-budget"])
+    if "reasoning-preset" in settings:
+        overrides.preset = str(settings["reasoning-preset"])
 
 
 def _newest_user_turn(request: CanonicalRequest) -> Message | None:
-    """The newest message when the user typed it (not a tool result of an agent loop)."""
-    if not request.messages:
+    """The newest turn when the user typed it (not a tool result of an agent loop).
+
+    System messages after it do not count: Claude Code appends one to the
+    conversation (``mid-conversation-system``) after the user's turn.
+    """
+    for message in reversed(request.messages):
+        if message.role in _SYSTEM_ROLES:
+            continue
+        if message.role == "user" and any(isinstance(p, TextPart) for p in message.content):
+            return message
         return None
-    last = request.messages[-1]
-    if last.role != "user" or not any(isinstance(p, TextPart) for p in last.content):
-        return None
-    return last
+    return None
 
 
 def _user_text(part: object) -> bool:
@@ -256,10 +290,13 @@ def _strip_history(request: CanonicalRequest, prefix: str) -> dict[int, list[Sca
             found[id(message)] = scans
     if not found:
         return found
-    newest = request.messages[-1]
+    newest = _newest_user_turn(request)
     kept: list[Message] = []
     skip_answer = False
     for message in request.messages:
+        if message.role in _SYSTEM_ROLES:
+            kept.append(message)  # between a turn and its answer (Claude Code)
+            continue
         if skip_answer and message.role == "assistant":
             skip_answer = False
             continue

@@ -28,6 +28,7 @@ from extproc.errors import InvalidRequest
 from extproc.pipeline.answer import AnswerFilter, Emit
 from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import Stage
+from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.rewrite import ThinkSplitter
 from extproc.safety.tool_access import glob_to_regex
 
@@ -41,7 +42,8 @@ ThinkTags = Literal["keep", "reasoning", "drop"]
 class ReasoningStage(Stage):
     name = "reasoning"
 
-    def __init__(self, config: ReasoningConfig) -> None:
+    def __init__(self, config: ReasoningConfig, policies: KeyPolicies | None = None) -> None:
+        self._policies = policies
         self._default: ReasoningMode = config.mode
         self._rules = [
             (re2.compile("(?is)" + "|".join(f"(?:{glob_to_regex(g)})" for g in r.agents)), r.mode)
@@ -69,6 +71,8 @@ class ReasoningStage(Stage):
         ctx.state["reasoning_mode"] = self.mode(ctx)
 
     def answer_filter(self, ctx: RequestContext, request: CanonicalRequest) -> AnswerFilter | None:
+        if self._policies is not None and self._policies.disabled(ctx, self.name):
+            return None
         mode = ctx.state.get("reasoning_mode") or self.mode(ctx)
         if mode == "passthrough" and self._think == "keep":
             return None

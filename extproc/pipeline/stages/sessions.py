@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 from extproc.canonical import CanonicalRequest
 from extproc.pipeline.context import RequestContext
@@ -22,11 +22,15 @@ from extproc.sessions.ids import (
     a_leg_id,
     b_leg_id,
     client_session,
+    header_session,
     heuristic_session,
 )
 from extproc.sessions.session import Session, SessionBook
 
-__all__ = ["SessionStage"]
+__all__ = ["A_LEG_STATE", "ProviderLegStage", "SessionStage"]
+
+#: ``ctx.state`` key of the A-leg id known from the headers (before the body).
+A_LEG_STATE = "a_leg"
 
 
 class SessionStage(Stage):
@@ -45,10 +49,20 @@ class SessionStage(Stage):
         self._heuristic = heuristic
         self._multi_user = multi_user
 
+    def on_request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
+        """A session id in the headers names the A-leg already: a request refused
+        before its body is read (invalid JSON...) is still filed under it."""
+        client = header_session(ctx.headers, self._header)
+        if client is not None:
+            ctx.session_id = ctx.state[A_LEG_STATE] = a_leg_id(self._owner(ctx), client.id)
+
+    def _owner(self, ctx: RequestContext) -> str:
+        return (ctx.client_key_id if self._multi_user else None) or "local"
+
     def on_request(
         self, ctx: RequestContext, request: CanonicalRequest
     ) -> RequestOutcome | Awaitable[RequestOutcome]:
-        owner = (ctx.client_key_id if self._multi_user else None) or "local"
+        owner = self._owner(ctx)
         client = client_session(ctx.headers, request, self._header)
         previous = request.extra.get("previous_response_id") if client is None else None
         if not isinstance(previous, str) or not previous:
@@ -107,7 +121,6 @@ class SessionStage(Stage):
         ctx.session_id = session.id
         if ctx.span.recording:
             ctx.span.set_attribute("llm_proxy.session.id", session.id)
-        _to_provider(request, session)
 
     def on_end(self, ctx: RequestContext) -> None:
         session = ctx.session
@@ -119,12 +132,31 @@ class SessionStage(Stage):
         self._book.after_request(session, route=route, response_id=ctx.response_id)
 
 
+class ProviderLegStage(Stage):
+    """The B2BUA's provider side: the client's ids in the body become B-leg ids.
+
+    Runs right before routing, after every stage that reads the request as the
+    client sent it (request dedup fingerprints it with the client's fields).
+    """
+
+    name = "provider_leg"
+
+    def on_request(self, ctx: RequestContext, request: CanonicalRequest) -> RequestOutcome:
+        if ctx.session is not None:
+            _to_provider(request, ctx.session)
+        return None
+
+
 def _isolated_id() -> str:
     return f"sess-{secrets.token_hex(12)}"
 
 
 def _to_provider(request: CanonicalRequest, session: Session) -> None:
     """Replace or remove the body fields that carry the client's ids (same-protocol targets)."""
+    if request.protocol == "anthropic" and request.user:
+        # Anthropic ``metadata.user_id`` (decoded into ``user``): Claude Code puts its
+        # device and session ids there.
+        request.user = session.b_leg
     extra = request.extra
     if not extra:
         return
