@@ -19,7 +19,15 @@ from extproc.interactive.parse import Command
 from extproc.interactive.settings import SETTINGS, SettingError, canonical_key, parse_value
 from extproc.sessions.state import SessionState
 
-__all__ = ["COMMANDS", "CommandEnv", "CommandError", "CommandSpec", "run_command"]
+__all__ = [
+    "COMMANDS",
+    "CommandEnv",
+    "CommandError",
+    "CommandSpec",
+    "effective_route",
+    "route_legs",
+    "run_command",
+]
 
 #: The most legs a session's failover list may hold.
 MAX_ROUTE_LEGS = 8
@@ -54,6 +62,8 @@ class CommandEnv:
     safety_locked: bool = False
     #: Directories project-dir must stay inside (empty: any).
     project_roots: Sequence[str] = ()
+    #: Why a routing expression cannot be routed now (None: it can).
+    route_error: Callable[[str], str | None] = lambda expression: None
     changes: list[Mutation] = field(default_factory=list)
     #: The session is to be forgotten (``reset``).
     reset: bool = False
@@ -93,9 +103,14 @@ def _check_value(key: str, value: Any, env: CommandEnv) -> None:
             f"{key} cannot be turned off here: the proxy's operator keeps it on for every client"
         )
     if key in ("model", "backend"):
-        for leg in _legs(str(value)):
+        for leg in route_legs(str(value)):
             if not env.model_allowed(leg):
                 raise CommandError(f"{key} {value!r}: this key may not use model {leg!r}")
+        bare_backend = key == "model" and env.state.settings.get("backend")
+        if not bare_backend and (key == "model" or any(c in str(value) for c in ":|^!")):
+            problem = env.route_error(str(value))
+            if problem is not None:
+                raise CommandError(f"{key} {value!r} cannot be routed: {problem}")
     if key == "reasoning-preset" and value not in env.presets:
         raise CommandError(f"unknown reasoning preset {value!r}; presets: {', '.join(env.presets)}")
     if key == "project-dir" and env.project_roots:
@@ -109,14 +124,18 @@ def _check_value(key: str, value: Any, env: CommandEnv) -> None:
             )
 
 
-def _legs(expression: str) -> list[str]:
+def route_legs(expression: str) -> list[str]:
+    """The legs of a routing expression as typed (``backend:model``), without options.
+
+    Key policies match them the way access control matches a request's model.
+    """
     legs: list[str] = []
     for op in ("|", "^", "!"):
         expression = expression.replace(op, "\0")
     for part in expression.split("\0"):
         name = part.split("?", 1)[0].split("[", 1)[0].strip()
         if name:
-            legs.append(name.split(":", 1)[1] if ":" in name else name)
+            legs.append(name)
     return legs
 
 

@@ -2,8 +2,8 @@
 
 A stage's engine is imported only when the stage is on (each loads rule sets).
 
-Access control (multi-user mode) runs first, then sessions, in-chat commands
-and request dedup, and routing last; in between, the configurable stages run
+Access control (multi-user mode) runs first, then sessions, request dedup and
+in-chat commands, and routing last; in between, the configurable stages run
 in ``pipeline.order``, then any ``pipeline.custom`` stages. Each stage gets
 only what it needs (its engine, the key policies, the session book, a metrics
 callback); none reaches into a service locator.
@@ -256,6 +256,17 @@ def build_session_book(config: Config) -> SessionBook | None:
     return SessionBook(store)
 
 
+def _route_error(resolver: Resolver) -> Callable[[str, RequestContext], str | None]:
+    def error(expression: str, ctx: RequestContext) -> str | None:
+        try:
+            resolver.route(expression, RequestFacts(client_key_id=ctx.client_key_id), peek=True)
+        except ProxyError as exc:
+            return exc.message
+        return None
+
+    return error
+
+
 def _describe_route(resolver: Resolver) -> Callable[[str, RequestContext], str]:
     def describe(expression: str, ctx: RequestContext) -> str:
         try:
@@ -277,7 +288,10 @@ def _session_stages(
     policies: KeyPolicies,
     features: list[str],
 ) -> list[Stage]:
-    """Sessions, in-chat commands and dedup: right after access control."""
+    """Sessions, request dedup and in-chat commands: right after access control.
+
+    Dedup comes before the commands: a refused duplicate changes no setting.
+    """
     stages: list[Stage] = []
     if book is not None:
         from extproc.pipeline.stages.sessions import SessionStage
@@ -290,6 +304,12 @@ def _session_stages(
                 multi_user=config.multi_user_mode,
             )
         )
+    if book is not None and config.dedup.enabled:
+        from extproc.pipeline.stages.dedup import DedupStage
+        from extproc.sessions.dedup import DedupTable
+
+        table = DedupTable(window=config.dedup.window, max_entries=config.dedup.max_entries)
+        stages.append(DedupStage(table))
     interactive = config.interactive
     if interactive.enabled:
         from extproc.interactive.commands import COMMANDS
@@ -312,18 +332,13 @@ def _session_stages(
                 presets=list(interactive.presets),
                 features=features,
                 describe_route=_describe_route(resolver),
+                route_error=_route_error(resolver),
                 policies=policies,
                 safety_locked=config.multi_user_mode and not interactive.allow_safety_toggles,
                 project_roots=config.sandbox.roots if config.multi_user_mode else (),
                 count=counted,
             )
         )
-    if book is not None and config.dedup.enabled:
-        from extproc.pipeline.stages.dedup import DedupStage
-        from extproc.sessions.dedup import DedupTable
-
-        table = DedupTable(window=config.dedup.window, max_entries=config.dedup.max_entries)
-        stages.append(DedupStage(table))
     return stages
 
 

@@ -27,8 +27,9 @@ class Pipeline:
     """Runs stages in order; only the stages that define a hook are called.
 
     With a ``phase`` factory, each request-level hook call runs inside
-    ``phase(ctx, "stage.<name>")``; per-event answer filters are not wrapped
-    (they are part of the translation phase).
+    ``phase(ctx, "stage.<name>")`` (``stage.<name>.headers`` for the headers
+    hook); per-event answer filters are not wrapped (they are part of the
+    translation phase).
     """
 
     def __init__(
@@ -54,7 +55,7 @@ class Pipeline:
             if phase is None:
                 stage.on_request_headers(ctx, headers)
             else:
-                with phase(ctx, f"stage.{stage.name}"):
+                with phase(ctx, f"stage.{stage.name}.headers"):
                     stage.on_request_headers(ctx, headers)
 
     def request(

@@ -22,13 +22,16 @@ from extproc.canonical import CanonicalRequest, TextPart
 
 __all__ = [
     "CLIENT_SESSION_HEADERS",
+    "PROXY_ANSWER_PREFIX",
     "SESSION_ECHO_HEADERS",
     "ClientSession",
     "a_leg_id",
+    "answer_key",
     "b_leg_id",
     "client_session",
     "header_session",
     "heuristic_session",
+    "parent_alias",
 ]
 
 #: Request headers that carry a client's session id, in order of preference
@@ -54,6 +57,26 @@ SESSION_ECHO_HEADERS: tuple[str, ...] = (
     "x-codex-window-id",
     "x-codex-turn-metadata",
 )
+
+#: Ids of answers the proxy gave itself (in-chat commands). A Responses client
+#: continuing such an answer (``previous_response_id``) continues the
+#: provider's chain from before it.
+PROXY_ANSWER_PREFIX = "proxy-"
+
+
+def answer_key(response_id: str) -> str:
+    """The id an answer is linked under, from the id a client saw.
+
+    A Responses client sees ``resp_proxy_<id>`` for answers that came from
+    elsewhere (another provider's answer, the proxy's own).
+    """
+    return response_id.removeprefix("resp_proxy_")
+
+
+def parent_alias(answer_id: str) -> str:
+    """The store alias under which a proxy answer's provider-side parent is kept."""
+    return f"parent:{answer_id}"
+
 
 #: Claude Code's ``metadata.user_id``: ``user_<hash>_account_<uuid>_session_<uuid>``.
 _CLAUDE_USER_ID = re.compile(r"_session_([0-9A-Fa-f-]{8,64})$")

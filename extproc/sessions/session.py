@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc.sessions.ids import ClientSession
+from extproc.sessions.ids import ClientSession, answer_key, parent_alias
 from extproc.sessions.state import SessionState
 from extproc.sessions.store import ImmediateReads, SessionStore, SessionStoreError, update
 
@@ -147,6 +147,18 @@ class SessionBook:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    def link_answer(self, session: Session, answer_id: str, parent: str | None) -> None:
+        """A proxy answer's id joins the session; its parent continues the provider's chain."""
+        self._background(self._link_answer(session.id, answer_id, parent))
+
+    async def _link_answer(self, session_id: str, answer_id: str, parent: str | None) -> None:
+        try:
+            await self.store.link(answer_key(answer_id), session_id)
+            if parent:
+                await self.store.link(parent_alias(answer_key(answer_id)), parent)
+        except SessionStoreError as exc:
+            log.warning("session %s: answer link not saved: %s", session_id, exc)
+
     def after_request(
         self, session: Session, *, route: str | None, response_id: str | None
     ) -> None:
@@ -169,7 +181,7 @@ class SessionBook:
             if not session.isolated:
                 await update(self.store, session.id, count, create=session.new_state)
             if response_id:
-                await self.store.link(response_id, session.id)
+                await self.store.link(answer_key(response_id), session.id)
         except SessionStoreError as exc:
             log.warning("session %s: bookkeeping not saved: %s", session.id, exc)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import string
 from collections.abc import Iterable
 from typing import Any
@@ -1644,10 +1645,12 @@ def test_in_process_claude_client_to_an_anthropic_backend_passes_through(
     router, action = route(proxy_app, "/v1/messages", payload, CLAUDE_HEADERS)
     assert action.set_headers["anthropic-beta"] == "b1"
     sent = json.loads(action.body)
-    assert sent == {
-        **GOLDEN["request_claude_code_agent_turn"]["wire"],
-        "model": "claude-opus-4-1-20250805",
-    }
+    # Sessions (B2BUA): the provider gets a B-leg id in place of Claude Code's
+    # metadata.user_id (its device and session ids); everything else as sent.
+    assert re.fullmatch(r"leg-[0-9a-f]{32}", sent["metadata"].pop("user_id"))
+    wire = copy.deepcopy(GOLDEN["request_claude_code_agent_turn"]["wire"])
+    del wire["metadata"]["user_id"]
+    assert sent == {**wire, "model": "claude-opus-4-1-20250805"}
     transcript = transcript_bytes(GOLDEN["stream_edge_cases_crlf_server_tools"])
     pieces = [transcript[i : i + 5] for i in range(0, len(transcript), 5)]
     _, out = stream_answer(router, {"instance": "anthropic", "schema": "anthropic"}, pieces)

@@ -231,8 +231,13 @@ def test_stage_histogram(scraped: Scraped) -> None:
     counts = _histogram_counts(scraped.scrape, "llm_proxy_stage_seconds")
     assert counts == {
         labels(stage="decode"): 9,  # every request with a body, the broken one too
-        labels(stage="stage.redaction"): 8,  # all but the broken one (on by default)
-        labels(stage="stage.routing"): 8,  # all but the broken one (failed routes too)
+        labels(stage="stage.sessions.headers"): 9,  # every request
+        labels(stage="stage.sessions"): 8,  # all but the broken one (on by default) ...
+        labels(stage="stage.dedup"): 8,
+        labels(stage="stage.interactive"): 8,
+        labels(stage="stage.redaction"): 8,
+        labels(stage="stage.provider_leg"): 8,
+        labels(stage="stage.routing"): 8,  # ... failed routes too
         labels(stage="encode"): 6,  # the routed ones
         labels(stage="translate"): 5,  # the answers translated for the client (not the 429)
     }

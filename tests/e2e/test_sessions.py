@@ -657,3 +657,24 @@ def test_disable_interactive_commands_forwards_the_text(tmp_path: Path, fake: Fa
         text = say(off, "openai-chat", [("user", "!/hello")], session="s")
         assert text == "the model saw it"
         assert provider_body(fake)["messages"][-1]["content"] == "!/hello"
+
+
+def test_a_new_command_prefix_and_old_commands_in_history(
+    proxy: ProxyProcess, fake: FakeOpenAI
+) -> None:
+    session = new_session()
+    first = say(proxy, "openai-chat", [("user", "!/set(command-prefix=@@)")], session=session)
+    assert first.startswith("Set command-prefix = @@.")
+    hello = say(proxy, "openai-chat", [("user", "@@hello")], session=session)
+    assert hello.startswith("LLM interactive proxy")
+    fake.queue_response(text="ok")
+    history = [
+        ("user", "!/set(command-prefix=@@)"),
+        ("assistant", first),
+        ("user", "question !/max"),
+        ("assistant", "answer"),
+        ("user", "now !/ is plain text here"),
+    ]
+    say(proxy, "openai-chat", history, session=session)
+    messages = provider_body(fake)["messages"]
+    assert [m["content"] for m in messages] == ["question", "answer", "now !/ is plain text here"]

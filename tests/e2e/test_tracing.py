@@ -54,7 +54,18 @@ pytestmark = pytest.mark.e2e
 
 #: The span Envoy opens for each ext_proc stream (Envoy's gRPC client names it).
 EXT_PROC_SPAN = "async envoy.service.ext_proc.v3.ExternalProcessor.Process egress"
-CHILDREN = ("decode", "stage.redaction", "stage.routing", "encode", "translate")
+CHILDREN = (
+    "stage.sessions.headers",
+    "decode",
+    "stage.sessions",
+    "stage.dedup",
+    "stage.interactive",
+    "stage.redaction",
+    "stage.provider_leg",
+    "stage.routing",
+    "encode",
+    "translate",
+)
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 PROMPT_SECRET = "sk-fakeprompt0123456789abcdefFAKE"  # an OpenAI key shape (20+ alnum)

@@ -33,6 +33,7 @@ import pytest
 from google import genai
 from google.genai import types as gtypes
 
+from extproc.sessions.ids import a_leg_id
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import (
@@ -107,6 +108,16 @@ def key_id(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def a_leg(key: str, session: str) -> str:
+    """The proxy's A-leg id of a client's session id (usage records carry it)."""
+    return a_leg_id(key_id(key), session)
+
+
+#: The mix's two sessions as the records name them (owner: the client key).
+ALPHA = a_leg(USER_ONE, "s-alpha")
+BETA = a_leg(USER_TWO, "s-beta")
+
+
 def _row(
     key: str,
     session: str | None,
@@ -145,7 +156,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # (1000 - 400 cached) * 0.15 + 400 * 0.075 + 200 * 0.60 = 90 + 30 + 120 per million
     "chat": _row(
         USER_ONE,
-        "s-alpha",
+        ALPHA,
         "openai-chat",
         "openai",
         "gpt-4o-mini",
@@ -156,7 +167,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # 300 * 0.15 + 100 * 0.60 = 45 + 60 per million
     "chat_stream": _row(
         USER_ONE,
-        "s-alpha",
+        ALPHA,
         "openai-chat",
         "openai",
         "gpt-4o-mini",
@@ -168,7 +179,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # "openai:gpt-4o" (instance-qualified), no cached price: 2000 * 2.5 + 500 * 10
     "anthropic": _row(
         USER_TWO,
-        "s-beta",
+        BETA,
         "anthropic",
         "openai",
         "openai:gpt-4o",
@@ -179,7 +190,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # "gemini-*": (800 - 200) * 1 + 200 * 0.25 + (100 + 60 thoughts) * 4 = 600 + 50 + 640
     "gemini": _row(
         USER_TWO,
-        "s-beta",
+        BETA,
         "gemini",
         "gem",
         "gem:gemini-2.5-flash",
@@ -611,7 +622,7 @@ def test_recent_is_newest_first_with_a_limit(
     answer = usage_get(usage_proxy, "recent", limit="2").json()
     assert answer["object"] == "usage.recent" and answer["limit"] == 2
     assert answer["data"] == newest[:2]
-    filtered = usage_get(usage_proxy, "recent", session="s-beta", frontend="gemini").json()
+    filtered = usage_get(usage_proxy, "recent", session=BETA, frontend="gemini").json()
     assert filtered["filters"] == {
         "since": None,
         "until": None,
@@ -620,7 +631,7 @@ def test_recent_is_newest_first_with_a_limit(
         "client_key": None,
         "frontend": "gemini",
         "status": None,
-        "session": "s-beta",
+        "session": BETA,
     }
     assert filtered["data"] == [rows["gemini"]]
 
@@ -644,8 +655,8 @@ FILTER_CASES: list[tuple[dict[str, str], set[str]]] = [
     ({"status": "429"}, {"rate_limited"}),
     ({"status": "4xx"}, {"rate_limited"}),
     ({"status": "2xx"}, set(EXPECTED) - {"rate_limited"}),
-    ({"session": "s-alpha"}, {"chat", "chat_stream"}),
-    ({"session": "s-beta", "backend": "openai"}, {"anthropic"}),
+    ({"session": ALPHA}, {"chat", "chat_stream"}),
+    ({"session": BETA, "backend": "openai"}, {"anthropic"}),
     ({"since": "MIDDLE"}, set(EXPECTED) - set(EARLY)),
     ({"until": "MIDDLE"}, set(EARLY)),
     ({"since": "MIDDLE_ISO", "status": "2xx"}, {"anthropic", "gemini", "unpriced_stream"}),
@@ -722,8 +733,13 @@ def test_stats_grouped(usage_proxy: ProxyProcess, rows: dict[str, dict[str, Any]
     ]
     assert groups(group_by="session") == [
         expect({"session_id": None}, {"rate_limited", "unpriced_stream"}),
-        expect({"session_id": "s-alpha"}, {"chat", "chat_stream"}),
-        expect({"session_id": "s-beta"}, {"anthropic", "gemini"}),
+        *sorted(
+            [
+                expect({"session_id": ALPHA}, {"chat", "chat_stream"}),
+                expect({"session_id": BETA}, {"anthropic", "gemini"}),
+            ],
+            key=lambda group: str(group["session_id"]),
+        ),
     ]
     assert groups(group_by="model,backend") == [
         expect(
@@ -852,11 +868,13 @@ def test_two_replicas_share_one_database(
                 )
         for proxy in (a, b):
             by_id = wait_rows(proxy, sent)
-            assert {i: by_id[i]["session_id"] for i in sent} == {i: s[0] for i, s in sent.items()}
+            assert {i: by_id[i]["session_id"] for i in sent} == {
+                i: a_leg(USER_ONE, s[0]) for i, s in sent.items()
+            }
             groups = usage_get(proxy, "stats", group_by="session").json()["data"]
             assert [(g["session_id"], g["requests"], g["input_tokens"]) for g in groups] == [
                 (
-                    session,
+                    a_leg(USER_ONE, session),
                     len([s for s in sent.values() if s[0] == session]),
                     sum(s[1] for s in sent.values() if s[0] == session),
                 )
@@ -961,7 +979,7 @@ def test_access_log_has_tokens_and_cost_per_request(logged: Logged) -> None:
         "frontend": "openai-chat",
         "backend": "openai",
         "model": "gpt-4o-mini",
-        "session": "s-log",
+        "session": a_leg_id("local", "s-log"),
         "finish_reason": "stop",
         "status": 200,
         "method": "POST",
@@ -1016,7 +1034,7 @@ def test_access_log_names_frontend_and_model_of_the_proxys_own_errors(logged: Lo
     assert (line["frontend"], line["model"], line["session"]) == (
         "openai-chat",
         "nowhere:x",
-        "s-lost",
+        a_leg_id("local", "s-lost"),
     )
 
 

@@ -16,22 +16,26 @@ applied by the routing stage).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from extproc.canonical import CanonicalRequest, CanonicalResponse, Message, TextPart, Usage
+from extproc.errors import PermissionDenied
 from extproc.interactive.commands import (
     CommandEnv,
     CommandError,
     effective_route,
     help_text,
+    route_legs,
     run_command,
 )
 from extproc.interactive.parse import Scan, scan
 from extproc.pipeline.context import RequestContext
-from extproc.pipeline.stage import RequestOutcome, Respond, Stage
+from extproc.pipeline.stage import Reject, RequestOutcome, Respond, Stage
 from extproc.pipeline.stages.policies import KeyPolicies
+from extproc.sessions.ids import PROXY_ANSWER_PREFIX
 from extproc.sessions.session import Session, SessionBook
 from extproc.sessions.state import SessionState, SessionStoreError, copy_state
 
@@ -61,6 +65,7 @@ class InteractiveStage(Stage):
         presets: Sequence[str],
         features: Sequence[str],
         describe_route: Callable[[str, RequestContext], str],
+        route_error: Callable[[str, RequestContext], str | None],
         policies: KeyPolicies,
         safety_locked: bool,
         project_roots: Sequence[str] = (),
@@ -72,6 +77,7 @@ class InteractiveStage(Stage):
         #: Filled in by the composition root once every stage is built.
         self._features = features
         self._describe_route = describe_route
+        self._route_error = route_error
         self._policies = policies
         self._safety_locked = safety_locked
         self._project_roots = tuple(project_roots)
@@ -81,11 +87,9 @@ class InteractiveStage(Stage):
         self, ctx: RequestContext, request: CanonicalRequest
     ) -> RequestOutcome | Awaitable[RequestOutcome]:
         session = ctx.session
-        prefix = self._prefix
-        if session is not None:
-            prefix = str(session.setting("command-prefix") or prefix)
+        chosen = session.setting("command-prefix") if session is not None else None
         newest = _newest_user_turn(request)
-        scans = _strip_history(request, prefix)
+        scans, prefix = _strip_history(request, str(chosen) if chosen else None, self._prefix)
         if newest is not None and id(newest) in scans:
             return self._commands(ctx, request, session, prefix, scans[id(newest)], newest)
         if session is not None and session.state is not None:
@@ -105,9 +109,10 @@ class InteractiveStage(Stage):
         if answer is not None:
             return answer
         if session is not None and session.state is not None:
-            pending = self._apply(ctx, request, session)
-            if pending is not None:
-                await pending
+            outcome = self._apply(ctx, request, session)
+            if inspect.isawaitable(outcome):
+                return await outcome
+            return outcome
         return None
 
     # -- commands ----------------------------------------------------------------------
@@ -140,6 +145,7 @@ class InteractiveStage(Stage):
             request_model=request.model,
             describe_route=lambda expression: self._describe_route(expression, ctx),
             model_allowed=lambda model: self._policies.model_allowed(ctx, model),
+            route_error=lambda expression: self._route_error(expression, ctx),
             features=self._features,
             presets=self._presets,
             safety_locked=self._safety_locked,
@@ -196,9 +202,12 @@ class InteractiveStage(Stage):
 
     def _answer(self, ctx: RequestContext, request: CanonicalRequest, text: str) -> Respond:
         ctx.state["interactive"] = "answered"
+        parent = request.extra.get("previous_response_id")
+        if isinstance(parent, str) and parent:
+            ctx.state["chain_parent"] = parent
         return Respond(
             CanonicalResponse(
-                id=f"proxy-{ctx.request_id or int(time.time() * 1000)}",
+                id=f"{PROXY_ANSWER_PREFIX}{ctx.request_id or int(time.time() * 1000)}",
                 model=request.model,
                 created=int(time.time()),
                 content=[TextPart(text=text)],
@@ -211,11 +220,17 @@ class InteractiveStage(Stage):
 
     def _apply(
         self, ctx: RequestContext, request: CanonicalRequest, session: Session
-    ) -> Awaitable[RequestOutcome] | None:
+    ) -> RequestOutcome | Awaitable[RequestOutcome]:
         """The session's settings for this request; awaitable when a one-off is used up."""
         state = session.state
         assert state is not None
         _set_overrides(ctx, request, state)
+        route = ctx.overrides.route
+        if route is not None:
+            # The key's allowed models may have changed since the command was typed.
+            for leg in route_legs(route):
+                if not self._policies.model_allowed(ctx, leg):
+                    return _refused(route, leg)
         if state.oneoff and self._book is not None:
             return self._consume_oneoff(session)
         return None
@@ -231,6 +246,16 @@ class InteractiveStage(Stage):
         except SessionStoreError as exc:
             log.warning("session %s: the one-off route was not cleared: %s", session.id, exc)
         return None
+
+
+def _refused(route: str, leg: str) -> Reject:
+    return Reject(
+        PermissionDenied(
+            f"this session routes to {route!r}, but this key may not use {leg!r}; "
+            "send !/unset(model, backend) or !/route-clear",
+            code="model_not_allowed",
+        )
+    )
 
 
 def _set_overrides(ctx: RequestContext, request: CanonicalRequest, state: SessionState) -> None:
@@ -252,10 +277,14 @@ def _set_overrides(ctx: RequestContext, request: CanonicalRequest, state: Sessio
 def _newest_user_turn(request: CanonicalRequest) -> Message | None:
     """The newest turn when the user typed it (not a tool result of an agent loop).
 
-    System messages after it do not count: Claude Code appends one to the
-    conversation (``mid-conversation-system``) after the user's turn.
+    System messages after it do not count (Claude Code appends one after the
+    user's turn), nor does a final assistant text the client prefilled.
     """
-    for message in reversed(request.messages):
+    messages = request.messages
+    end = len(messages)
+    if end and messages[-1].role == "assistant" and _prefill(messages[-1]):
+        end -= 1
+    for message in reversed(messages[:end]):
         if message.role in _SYSTEM_ROLES:
             continue
         if message.role == "user" and any(isinstance(p, TextPart) for p in message.content):
@@ -264,40 +293,76 @@ def _newest_user_turn(request: CanonicalRequest) -> Message | None:
     return None
 
 
+def _prefill(message: Message) -> bool:
+    return bool(message.content) and all(isinstance(p, TextPart) for p in message.content)
+
+
 def _user_text(part: object) -> bool:
     return isinstance(part, TextPart) and not part.text.lstrip().startswith(_AGENT_NOTES)
 
 
-def _strip_history(request: CanonicalRequest, prefix: str) -> dict[int, list[Scan]]:
-    """Remove command text from every user message; the scans by message.
+def _prefix_change(result: Scan, current: str) -> str:
+    """The prefix after a turn's commands (``set(command-prefix=…)``, ``unset``, ``reset``)."""
+    for command in result.commands:
+        if command.name == "set":
+            for key, value in command.kwargs:
+                if key in ("command-prefix", "prefix") and value.strip():
+                    current = value.strip()
+        elif (
+            command.name == "unset"
+            and any(
+                a.strip().lower().replace("_", "-") in ("command-prefix", "prefix", "all")
+                for a in command.args
+            )
+        ) or command.name == "reset":
+            current = ""
+    return current
 
-    A user turn left empty (it held only commands) is dropped together with
-    the proxy's answer that follows it.
+
+def _strip_history(
+    request: CanonicalRequest, chosen: str | None, configured: str
+) -> tuple[dict[int, list[Scan]], str]:
+    """Remove command text from every user message: the scans by message, and
+    the prefix the newest turn was read with.
+
+    History turns are read with the prefix in force when they were typed: the
+    configured one until a turn changed it (``!/set(command-prefix=@@)``), so
+    old commands are never forwarded and later text that only looks like one
+    stays as the user wrote it. The newest turn is read with the session's
+    prefix (``chosen``; without one, the history's). A user turn left empty
+    (it held only commands) is dropped together with the proxy's answer that
+    follows it.
     """
     found: dict[int, list[Scan]] = {}
+    newest_prefix = chosen or configured
+    newest = _newest_user_turn(request)
+    current = configured
     for message in request.messages:
         if message.role != "user":
             continue
+        active = current
+        if message is newest:
+            active = newest_prefix = chosen or current
         scans: list[Scan] = []
         for i, part in enumerate(message.content):
-            if not isinstance(part, TextPart) or prefix not in part.text:
+            if not isinstance(part, TextPart) or active not in part.text:
                 continue
-            result = scan(part.text, prefix)
+            result = scan(part.text, active)
             if result.commands or result.errors:
                 scans.append(result)
                 message.content[i] = TextPart(text=result.remainder, extra=part.extra)
+                current = _prefix_change(result, current) or configured
         if scans:
             found[id(message)] = scans
     if not found:
-        return found
-    newest = _newest_user_turn(request)
+        return found, newest_prefix
     kept: list[Message] = []
     skip_answer = False
     for message in request.messages:
         if message.role in _SYSTEM_ROLES:
             kept.append(message)  # between a turn and its answer (Claude Code)
             continue
-        if skip_answer and message.role == "assistant":
+        if skip_answer and message.role == "assistant" and message is not request.messages[-1]:
             skip_answer = False
             continue
         skip_answer = False
@@ -310,7 +375,7 @@ def _strip_history(request: CanonicalRequest, prefix: str) -> dict[int, list[Sca
             ]
         kept.append(message)
     request.messages = kept
-    return found
+    return found, newest_prefix
 
 
 def _only_commands(message: Message) -> bool:

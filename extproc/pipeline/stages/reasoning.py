@@ -67,13 +67,10 @@ class ReasoningStage(Stage):
                 return mode
         return self._default
 
-    def on_request_headers(self, ctx: RequestContext, headers: object) -> None:
-        ctx.state["reasoning_mode"] = self.mode(ctx)
-
     def answer_filter(self, ctx: RequestContext, request: CanonicalRequest) -> AnswerFilter | None:
         if self._policies is not None and self._policies.disabled(ctx, self.name):
             return None
-        mode = ctx.state.get("reasoning_mode") or self.mode(ctx)
+        mode = self.mode(ctx)  # a bad header value: 400 before the request goes on
         if mode == "passthrough" and self._think == "keep":
             return None
         return ReasoningFilter(mode, self._think)
@@ -106,9 +103,14 @@ class ReasoningFilter(AnswerFilter):
                 if self._mode == "coerce_to_content" and event.text:
                     self._reasoning_text(event.text, out)
             else:
-                if (isinstance(event, TextDelta) and self._open) or (
-                    not isinstance(event, TextDelta | ReasoningDelta) and self._open
-                ):
+                if not isinstance(event, TextDelta | ReasoningDelta) and self.holding:
+                    # A possible tag start held back goes out before a tool call
+                    # or the end: nothing overtakes held text.
+                    assert self._splitter is not None
+                    changed = True
+                    for kind, text in self._splitter.flush():
+                        self._segment(kind, text, out)
+                if self._open and not isinstance(event, ReasoningDelta):
                     changed = True
                     self._close(out)
                 out.append(event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from extproc.canonical import CanonicalRequest, Reasoning
 from extproc.canonical.tokens import estimate_tokens
+from extproc.errors import ProxyError
 from extproc.interactive.presets import Presets
 from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import Stage
@@ -37,7 +38,16 @@ class RoutingStage(Stage):
             session_route=overrides.route,
             session_why=overrides.why or "session",
         )
-        decision = self._resolver.route(request.model, facts)
+        try:
+            decision = self._resolver.route(request.model, facts)
+        except ProxyError as exc:
+            if overrides.route is not None:
+                # Say where the route came from: the user set it in the chat.
+                exc.message += (
+                    f" (this session routes to {overrides.route!r} [{overrides.why}]: "
+                    "!/unset(model, backend) or !/route-clear to drop it)"
+                )
+            raise
         ctx.route = decision
         if decision.params:
             apply_params(request, decision.params)

@@ -18,12 +18,15 @@ from extproc.canonical import CanonicalRequest
 from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import RequestOutcome, Stage
 from extproc.sessions.ids import (
+    PROXY_ANSWER_PREFIX,
     ClientSession,
     a_leg_id,
+    answer_key,
     b_leg_id,
     client_session,
     header_session,
     heuristic_session,
+    parent_alias,
 )
 from extproc.sessions.session import Session, SessionBook
 
@@ -64,13 +67,19 @@ class SessionStage(Stage):
     ) -> RequestOutcome | Awaitable[RequestOutcome]:
         owner = self._owner(ctx)
         client = client_session(ctx.headers, request, self._header)
-        previous = request.extra.get("previous_response_id") if client is None else None
-        if not isinstance(previous, str) or not previous:
+        chained = request.extra.get("previous_response_id")
+        # The answer a Responses client continues (linked to its session).
+        previous = answer_key(chained) if isinstance(chained, str) and chained else None
+        proxied = previous is not None and previous.startswith(PROXY_ANSWER_PREFIX)
+        if client is not None and not proxied:
             previous = None
         book = self._book
         if not book.immediate:
-            return self._later(ctx, request, owner, client, previous)
-        found = book.resolve_now(previous) if previous is not None else None
+            return self._later(ctx, request, owner, client, previous, proxied)
+        if proxied:
+            assert previous is not None
+            _resume_chain(request, book.resolve_now(parent_alias(previous)))
+        found = book.resolve_now(previous) if previous is not None and client is None else None
         session = self._session(owner, client, found, request, ctx.request_id)
         book.load_now(session)
         self._begin(ctx, request, session, owner)
@@ -83,8 +92,14 @@ class SessionStage(Stage):
         owner: str,
         client: ClientSession | None,
         previous: str | None,
+        proxied: bool,
     ) -> RequestOutcome:
-        found = await self._book.resolve(previous) if previous is not None else None
+        if proxied:
+            assert previous is not None
+            _resume_chain(request, await self._book.resolve(parent_alias(previous)))
+        found = (
+            await self._book.resolve(previous) if previous is not None and client is None else None
+        )
         session = self._session(owner, client, found, request, ctx.request_id)
         await self._book.load(session)
         self._begin(ctx, request, session, owner)
@@ -118,13 +133,21 @@ class SessionStage(Stage):
             # Never honoured across client keys (a chain id another key learned).
             session = Session(id=_isolated_id(), owner=owner, client=None, b_leg=session.b_leg)
         ctx.session = session
-        ctx.session_id = session.id
-        if ctx.span.recording:
+        # Records (usage, captures, spans) name sessions the client named; a
+        # one-request session is no grouping worth recording.
+        ctx.session_id = None if session.isolated else session.id
+        if ctx.span.recording and not session.isolated:
             ctx.span.set_attribute("llm_proxy.session.id", session.id)
 
     def on_end(self, ctx: RequestContext) -> None:
         session = ctx.session
-        if session is None or ctx.state.get("interactive") == "answered":
+        if session is None:
+            return
+        if ctx.state.get("interactive") == "answered":
+            # A command answered by the proxy: a Responses client continuing it
+            # joins this session, and the provider's chain resumes before it.
+            if ctx.response_id:
+                self._book.link_answer(session, ctx.response_id, ctx.state.get("chain_parent"))
             return
         route = None
         if ctx.route is not None:
@@ -145,6 +168,15 @@ class ProviderLegStage(Stage):
         if ctx.session is not None:
             _to_provider(request, ctx.session)
         return None
+
+
+def _resume_chain(request: CanonicalRequest, parent: str | None) -> None:
+    """``previous_response_id`` named a proxy answer: the provider's chain goes on
+    from the answer before it (or starts afresh when there was none)."""
+    if parent:
+        request.extra["previous_response_id"] = parent
+    else:
+        request.extra.pop("previous_response_id", None)
 
 
 def _isolated_id() -> str:
