@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from backends import CATALOG, SCHEMAS, AuthStyle
+from extproc.config.guards import LoopDetectionConfig
 from extproc.config.safety import (
     AuthConfig,
     CommandsConfig,
@@ -412,6 +413,8 @@ class Config(_Model):
     steering: list[SteeringRuleConfig] = Field(default_factory=list)
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    # -- agent guards (docs/agent-guards.md) --
+    loop_detection: LoopDetectionConfig = Field(default_factory=LoopDetectionConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")

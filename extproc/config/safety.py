@@ -22,7 +22,14 @@ __all__ = [
 ]
 
 StageName = Literal[
-    "redaction", "tool_access", "commands", "sandbox", "steering", "rewrites", "reasoning"
+    "redaction",
+    "tool_access",
+    "commands",
+    "sandbox",
+    "steering",
+    "rewrites",
+    "reasoning",
+    "loop_detection",
 ]
 #: The configurable stages, in their default order.
 STAGE_NAMES: tuple[StageName, ...] = (
@@ -33,6 +40,7 @@ STAGE_NAMES: tuple[StageName, ...] = (
     "steering",
     "rewrites",
     "reasoning",
+    "loop_detection",
 )
 _KEY_ID = re.compile(r"key-[0-9a-f]{12}")
 

@@ -132,6 +132,7 @@ SETTINGS: dict[str, Setting] = {
             safety_stage="commands",
         ),
         Setting("project-dir", "the sandbox root: file writes stay inside it", _path),
+        Setting("loop-detection", "loop detection in answers on/off", _switch),
         Setting("command-prefix", "the prefix of in-chat commands", _prefix),
     )
 }
@@ -150,6 +151,7 @@ _ALIASES = {
     "sandbox": "project-dir",
     "project": "project-dir",
     "prefix": "command-prefix",
+    "loops": "loop-detection",
     "route": "backend",
 }
 

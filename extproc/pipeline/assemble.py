@@ -214,6 +214,36 @@ def _counter(telemetry: Telemetry, stage: str) -> Callable[[str], None]:
     return blocked
 
 
+def _loop_detection(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    section = config.loop_detection
+    if not section.enabled:
+        return None
+    from extproc.guards.loops import LoopConfig
+    from extproc.pipeline.stages.loops import LoopStage
+
+    try:
+        thresholds = LoopConfig(
+            min_period=section.min_period,
+            max_period=section.max_period,
+            min_repeats=section.min_repeats,
+            long_period=section.long_period,
+            long_min_repeats=section.long_min_repeats,
+            min_chars=section.min_chars,
+            code_min_repeats=section.code_min_repeats,
+            code_min_chars=section.code_min_chars,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"loop_detection: {exc}") from exc
+    metrics = telemetry.metrics
+
+    def cut(where: str) -> None:
+        metrics.count_safety("loop_detection", "cut", where)
+
+    return LoopStage(thresholds, reasoning=section.reasoning, policies=policies, on_loop=cut)
+
+
 _BUILDERS: dict[
     str, Callable[[Config, KeyPolicies, Telemetry, SessionBook | None], Stage | None]
 ] = {
@@ -224,6 +254,7 @@ _BUILDERS: dict[
     "steering": _steering,
     "rewrites": _rewrites,
     "reasoning": _reasoning,
+    "loop_detection": _loop_detection,
 }
 
 

@@ -1,0 +1,88 @@
+"""Agent guards end to end: real Envoy + extproc, the official SDKs, fake providers.
+
+* a looping stream is cut in every dialect with a note and a proper end, and the fake provider
+  sees its request cancelled; a whole looping answer is cut to one occurrence;
+* ``!/set(loop-detection=off)`` lets a session's loops through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.test_sessions import FRONTENDS, say
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.harness import PROVIDER_KEY, ProxyProcess, proxy_config, running_proxy, wait_for
+
+LOOP = "Let me check the file again. " * 300  # ~8,700 characters: ~2,200 chunks of 4
+MODEL = "up:fake-model-1"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(name="guards", chunk_chars=4) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenAI) -> Iterator[ProxyProcess]:
+    backends = {
+        "up": {
+            "type": "openai",
+            "base_url": fake.base_url,
+            "api_key": PROVIDER_KEY,
+            "health_check": {"enabled": False},
+        }
+    }
+    with running_proxy(tmp_path_factory.mktemp("guards"), proxy_config(backends)) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _clean(fake: FakeOpenAI) -> Iterator[None]:
+    yield
+    fake.clear_requests()
+    fake.clear_responses()
+    fake.clear_faults()
+
+
+def _cancelled(fake: FakeOpenAI) -> None:
+    def gone() -> bool:
+        sent = fake.chat_sent_responses()
+        return bool(sent) and not sent[-1].complete and fake.open_connections == 0
+
+    wait_for(gone, timeout=10, what="the upstream request to be cancelled")
+    assert len(fake.chat_sent_responses()[-1].chunks) < 1000  # of ~2,200
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_a_looping_stream_is_cut_and_the_provider_cancelled(
+    proxy: ProxyProcess, fake: FakeOpenAI, frontend: str
+) -> None:
+    fake.set_fault(chunk_delay=0.002, count=1)
+    fake.queue_response(text=LOOP)
+    text = say(proxy, frontend, [("user", "look")], session=None, stream=True, model=MODEL)
+    body, _, note = text.partition("\n\n[proxy: answer cut: the model was repeating itself")
+    assert note, text[-300:]
+    assert LOOP.startswith(body) and 400 <= len(body) < 1200
+    _cancelled(fake)
+
+
+def test_a_whole_looping_answer_is_cut_to_one_occurrence(
+    proxy: ProxyProcess, fake: FakeOpenAI
+) -> None:
+    fake.queue_response(text="Sure. " + LOOP)
+    text = say(proxy, "anthropic", [("user", "look")], session=None, model=MODEL)
+    body, _, note = text.partition("\n\n[proxy: answer cut")
+    assert note
+    assert body.startswith("Sure. Let me check the file again")
+    assert body.count("Let me check the file again.") <= 2  # one period, from where it repeats
+
+
+def test_a_session_can_turn_loop_detection_off(proxy: ProxyProcess, fake: FakeOpenAI) -> None:
+    session = "loops-off"
+    assert say(proxy, "openai-chat", [("user", "!/set(loop-detection=off)")], session=session)
+    fake.queue_response(text=LOOP)
+    text = say(proxy, "openai-chat", [("user", "look")], session=session, stream=True, model=MODEL)
+    assert text == LOOP
