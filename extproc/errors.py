@@ -71,6 +71,14 @@ class DuplicateRequest(ProxyError):
     code = "duplicate_request"
 
 
+class LoopRefused(ProxyError):
+    """409: the agent repeats the same tool call; the proxy stopped the loop."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    code = "tool_loop"
+
+
 class NotFound(ProxyError):
     """404: unknown path, model, backend or instance."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LoopDetectionConfig"]
+__all__ = ["LoopDetectionConfig", "ToolLoopsConfig"]
 
 
 class _Model(BaseModel):
@@ -28,3 +28,19 @@ class LoopDetectionConfig(_Model):
     min_chars: int = Field(400, ge=16)
     code_min_repeats: int = Field(6, ge=2)
     code_min_chars: int = Field(800, ge=16)
+
+
+class ToolLoopsConfig(_Model):
+    """Tool-call loops in the history (on by default): steer, then refuse with 409.
+
+    The same call (name, arguments, output) ``same_call`` times in a row, or the
+    same failing output ``same_output`` times within the last ``window`` calls:
+    the request goes up with a note telling the model it repeats itself; after
+    ``refuse_after`` more repeats it is refused until the user speaks again.
+    """
+
+    enabled: bool = True
+    same_call: int = Field(4, ge=2)
+    same_output: int = Field(4, ge=2)
+    window: int = Field(12, ge=2, le=200)
+    refuse_after: int = Field(2, ge=0)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from backends import CATALOG, SCHEMAS, AuthStyle
-from extproc.config.guards import LoopDetectionConfig
+from extproc.config.guards import LoopDetectionConfig, ToolLoopsConfig
 from extproc.config.safety import (
     AuthConfig,
     CommandsConfig,
@@ -415,6 +415,7 @@ class Config(_Model):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     # -- agent guards (docs/agent-guards.md) --
     loop_detection: LoopDetectionConfig = Field(default_factory=LoopDetectionConfig)
+    tool_loops: ToolLoopsConfig = Field(default_factory=ToolLoopsConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")

@@ -30,6 +30,7 @@ StageName = Literal[
     "rewrites",
     "reasoning",
     "loop_detection",
+    "tool_loops",
 ]
 #: The configurable stages, in their default order.
 STAGE_NAMES: tuple[StageName, ...] = (
@@ -41,6 +42,7 @@ STAGE_NAMES: tuple[StageName, ...] = (
     "rewrites",
     "reasoning",
     "loop_detection",
+    "tool_loops",
 )
 _KEY_ID = re.compile(r"key-[0-9a-f]{12}")
 

@@ -244,6 +244,32 @@ def _loop_detection(
     return LoopStage(thresholds, reasoning=section.reasoning, policies=policies, on_loop=cut)
 
 
+def _tool_loops(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    section = config.tool_loops
+    if not section.enabled:
+        return None
+    from extproc.guards.tool_loops import ToolLoopConfig
+    from extproc.pipeline.stages.tool_loops import ToolLoopStage
+
+    try:
+        thresholds = ToolLoopConfig(
+            same_call=section.same_call,
+            same_output=section.same_output,
+            window=section.window,
+            refuse_after=section.refuse_after,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"tool_loops: {exc}") from exc
+    metrics = telemetry.metrics
+
+    def counted(action: str) -> None:
+        metrics.count_safety("tool_loops", action, "loop")
+
+    return ToolLoopStage(thresholds, policies=policies, count=counted)
+
+
 _BUILDERS: dict[
     str, Callable[[Config, KeyPolicies, Telemetry, SessionBook | None], Stage | None]
 ] = {
@@ -255,6 +281,7 @@ _BUILDERS: dict[
     "rewrites": _rewrites,
     "reasoning": _reasoning,
     "loop_detection": _loop_detection,
+    "tool_loops": _tool_loops,
 }
 
 

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.e2e.test_sessions import FRONTENDS, say
@@ -86,3 +88,63 @@ def test_a_session_can_turn_loop_detection_off(proxy: ProxyProcess, fake: FakeOp
     fake.queue_response(text=LOOP)
     text = say(proxy, "openai-chat", [("user", "look")], session=session, stream=True, model=MODEL)
     assert text == LOOP
+
+
+# -- tool-call loops -----------------------------------------------------------------------
+
+PYTEST_OUTPUT = (
+    "============================= test session starts ==============================\n"
+    "collected 12 items\n\ntests/test_app.py ...........F\n\n"
+    "=================================== FAILURES ===================================\n"
+    "___________________________________ test_sum ___________________________________\n"
+    "    def test_sum():\n>       assert add(2, 2) == 5\nE       assert 4 == 5\n\n"
+    "tests/test_app.py:14: AssertionError\n"
+    "========================= 1 failed, 11 passed in 0.31s ========================="
+)
+
+
+def _pytest_history(calls: int) -> list[dict[str, object]]:
+    history: list[dict[str, object]] = [{"role": "user", "content": "make the tests pass"}]
+    for n in range(calls):
+        call = {
+            "id": f"call_{n}",
+            "type": "function",
+            "function": {"name": "Bash", "arguments": '{"command": "pytest"}'},
+        }
+        history.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        history.append({"role": "tool", "tool_call_id": f"call_{n}", "content": PYTEST_OUTPUT})
+    return history
+
+
+def _chat(proxy: ProxyProcess, history: list[dict[str, object]]) -> httpx.Response:
+    tools = [{"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}}]
+    return httpx.post(
+        f"{proxy.openai_base_url}/chat/completions",
+        json={"model": MODEL, "messages": history, "tools": tools},
+        timeout=30,
+    )
+
+
+def test_a_repeated_tool_call_is_steered_then_refused(
+    proxy: ProxyProcess, fake: FakeOpenAI
+) -> None:
+    fake.queue_response(text="ok")
+    assert _chat(proxy, _pytest_history(3)).status_code == 200
+    assert "[proxy: repeated tool call]" not in json.dumps(fake.chat_requests()[-1].json)
+
+    fake.queue_response(text="ok")
+    assert _chat(proxy, _pytest_history(4)).status_code == 200
+    last = fake.chat_requests()[-1].json["messages"][-1]
+    assert last["role"] == "tool" and "[proxy: repeated tool call]" in last["content"]
+    assert last["content"].startswith(PYTEST_OUTPUT)
+
+    refused = _chat(proxy, _pytest_history(6))
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["code"] == "tool_loop" and "[proxy: tool loop stopped]" in error["message"]
+    assert len(fake.chat_requests()) == 2  # the refused one never went upstream
+
+    # The user speaks: the count starts again.
+    fake.queue_response(text="ok")
+    again = [*_pytest_history(6), {"role": "user", "content": "try another approach"}]
+    assert _chat(proxy, again).status_code == 200
