@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LoopDetectionConfig", "ToolLoopsConfig"]
+__all__ = ["LoopDetectionConfig", "ToolLoopsConfig", "ToolRepairConfig"]
 
 
 class _Model(BaseModel):
@@ -44,3 +44,15 @@ class ToolLoopsConfig(_Model):
     same_output: int = Field(4, ge=2)
     window: int = Field(12, ge=2, le=200)
     refuse_after: int = Field(2, ge=0)
+
+
+class ToolRepairConfig(_Model):
+    """Tool-call repair (on by default): calls written as text, broken arguments."""
+
+    enabled: bool = True
+    #: Turn tool calls the model wrote as text into real calls.
+    text_calls: bool = True
+    #: Repair broken argument JSON and near-miss names against the tool's schema.
+    arguments: bool = True
+    #: The most text held while it might still become a call (released unchanged beyond).
+    max_hold: int = Field(64 * 1024, ge=1024, le=1024 * 1024)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from backends import CATALOG, SCHEMAS, AuthStyle
-from extproc.config.guards import LoopDetectionConfig, ToolLoopsConfig
+from extproc.config.guards import LoopDetectionConfig, ToolLoopsConfig, ToolRepairConfig
 from extproc.config.safety import (
     AuthConfig,
     CommandsConfig,
@@ -416,6 +416,7 @@ class Config(_Model):
     # -- agent guards (docs/agent-guards.md) --
     loop_detection: LoopDetectionConfig = Field(default_factory=LoopDetectionConfig)
     tool_loops: ToolLoopsConfig = Field(default_factory=ToolLoopsConfig)
+    tool_repair: ToolRepairConfig = Field(default_factory=ToolRepairConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")

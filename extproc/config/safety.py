@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 StageName = Literal[
+    "tool_repair",
     "redaction",
     "tool_access",
     "commands",
@@ -34,6 +35,7 @@ StageName = Literal[
 ]
 #: The configurable stages, in their default order.
 STAGE_NAMES: tuple[StageName, ...] = (
+    "tool_repair",
     "redaction",
     "tool_access",
     "commands",

@@ -270,9 +270,32 @@ def _tool_loops(
     return ToolLoopStage(thresholds, policies=policies, count=counted)
 
 
+def _tool_repair(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    section = config.tool_repair
+    if not section.enabled or not (section.text_calls or section.arguments):
+        return None
+    from extproc.pipeline.stages.tool_repair import ToolRepairStage
+
+    metrics = telemetry.metrics
+
+    def repaired(kind: str) -> None:
+        metrics.count_safety("tool_repair", "repaired", kind)
+
+    return ToolRepairStage(
+        text_calls=section.text_calls,
+        arguments=section.arguments,
+        max_hold=section.max_hold,
+        policies=policies,
+        count=repaired,
+    )
+
+
 _BUILDERS: dict[
     str, Callable[[Config, KeyPolicies, Telemetry, SessionBook | None], Stage | None]
 ] = {
+    "tool_repair": _tool_repair,
     "redaction": _redaction,
     "tool_access": _tool_access,
     "commands": _commands,

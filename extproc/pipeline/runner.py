@@ -113,14 +113,16 @@ class Pipeline:
         checks: list[ToolCheck] = []
         gate_at: int | None = None
         for stage in self._answer:
+            flt = stage.answer_filter(ctx, request)
+            if flt is not None:
+                filters.append(flt)
             check = stage.tool_check(ctx, request)
             if check is not None:
                 checks.append(check)
                 if gate_at is None:
+                    # After that stage's own filter: tool calls a filter makes
+                    # (calls written as text) reach the gate and every check.
                     gate_at = len(filters)
-            flt = stage.answer_filter(ctx, request)
-            if flt is not None:
-                filters.append(flt)
         if gate_at is not None:
             filters.insert(gate_at, ToolCallGate(checks, self._max_tool_call_bytes))
         return AnswerChain(filters) if filters else None

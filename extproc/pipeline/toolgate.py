@@ -45,9 +45,11 @@ __all__ = ["Block", "Rewrite", "ToolCallGate", "ToolCheck", "ToolVerdict"]
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
-    """Send the call with these arguments (JSON text) instead."""
+    """Send the call with these arguments (JSON text) instead (and this tool name)."""
 
     arguments: str
+    #: A corrected tool name (tool-call repair), or None: unchanged.
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,9 @@ class ToolCallGate(AnswerFilter):
             for check in self._checks:
                 verdict = check.check(part)
                 if isinstance(verdict, Rewrite):
-                    part = ToolCallPart(id=part.id, name=part.name, arguments=verdict.arguments)
+                    part = ToolCallPart(
+                        id=part.id, name=verdict.name or part.name, arguments=verdict.arguments
+                    )
                 elif isinstance(verdict, Block):
                     blocks.append((part, verdict))
                     break

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.e2e.test_safety import ask
 from tests.e2e.test_sessions import FRONTENDS, say
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import PROVIDER_KEY, ProxyProcess, proxy_config, running_proxy, wait_for
@@ -148,3 +149,70 @@ def test_a_repeated_tool_call_is_steered_then_refused(
     fake.queue_response(text="ok")
     again = [*_pytest_history(6), {"role": "user", "content": "try another approach"}]
     assert _chat(proxy, again).status_code == 200
+
+
+# -- tool-call repair ----------------------------------------------------------------------
+
+READ_TOOL = {
+    "name": "read_file",
+    "schema": {
+        "type": "object",
+        "properties": {"path": {"type": "string"}},
+        "required": ["path"],
+        "additionalProperties": False,
+    },
+}
+FENCED = 'I will read it.\n```json\n{"name": "read_file", "arguments": {"path": "src/app.py"}}\n```'
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_a_tool_call_written_as_text_becomes_a_real_call(
+    proxy: ProxyProcess, fake: FakeOpenAI, frontend: str, stream: bool
+) -> None:
+    fake.queue_response(text=FENCED)
+    text, calls, finish = ask(
+        proxy,
+        frontend,
+        system="s",
+        user="open app.py",
+        stream=stream,
+        backend="up",
+        tools=[READ_TOOL],
+    )
+    assert calls == [("read_file", {"path": "src/app.py"})]
+    assert text.strip() == "I will read it."
+    assert finish.lower() in ("tool_calls", "tool_use", "completed", "finishreason.stop", "stop")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_broken_arguments_are_repaired_against_the_schema(
+    proxy: ProxyProcess, fake: FakeOpenAI, stream: bool
+) -> None:
+    # A trailing comma, single quotes and a near-miss property name.
+    fake.queue_response(tool_calls=[("Read_File", "{'Path': 'src/app.py',}")])
+    _, calls, _ = ask(
+        proxy,
+        "anthropic",
+        system="s",
+        user="open",
+        stream=stream,
+        backend="up",
+        tools=[READ_TOOL],
+    )
+    assert calls == [("read_file", {"path": "src/app.py"})]
+
+
+def test_a_code_answer_is_not_mistaken_for_a_call(proxy: ProxyProcess, fake: FakeOpenAI) -> None:
+    code = 'Here:\n```python\nprint({"name": "read_file", "arguments": {"path": "x"}})\n```\n'
+    fake.queue_response(text=code)
+    text, calls, _ = ask(
+        proxy,
+        "openai-chat",
+        system="s",
+        user="code",
+        stream=True,
+        backend="up",
+        tools=[READ_TOOL],
+    )
+    assert calls == [] and text == code

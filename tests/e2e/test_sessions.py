@@ -314,9 +314,17 @@ def test_reset_and_session_show_state(proxy: ProxyProcess, fake: FakeOpenAI) -> 
 
 def test_a_route_list_fails_over_in_order(proxy: ProxyProcess, fake: FakeOpenAI) -> None:
     session = new_session()
-    say(
+    refused = say(
         proxy, "openai-chat", [("user", "!/route-create(nowhere:x, chat:model-b)")], session=session
     )
+    assert "cannot be routed: unknown backend 'nowhere'" in refused  # a typo, said at once
+    listed = say(
+        proxy,
+        "openai-chat",
+        [("user", "!/route-create(chat:model-b, chat:model-c)")],
+        session=session,
+    )
+    assert listed.startswith("Session route: chat:model-b | chat:model-c.")
     fake.queue_response(text="ok")
     assert say(proxy, "openai-chat", [("user", "hi")], session=session) == "ok"
     assert provider_body(fake)["model"] == "model-b"
@@ -669,12 +677,20 @@ def test_a_new_command_prefix_and_old_commands_in_history(
     assert hello.startswith("LLM interactive proxy")
     fake.queue_response(text="ok")
     history = [
+        ("user", "question !/max"),  # typed before the change: a command, stripped
+        ("assistant", "answer"),
         ("user", "!/set(command-prefix=@@)"),
         ("assistant", first),
-        ("user", "question !/max"),
-        ("assistant", "answer"),
-        ("user", "now !/ is plain text here"),
+        ("user", "what does !/max do?"),  # typed after it: the user's text
+        ("assistant", "it sets a preset"),
+        ("user", "thanks @@low"),
     ]
     say(proxy, "openai-chat", history, session=session)
     messages = provider_body(fake)["messages"]
-    assert [m["content"] for m in messages] == ["question", "answer", "now !/ is plain text here"]
+    assert [m["content"] for m in messages] == [
+        "question",
+        "answer",
+        "what does !/max do?",
+        "it sets a preset",
+        "thanks",
+    ]

@@ -256,8 +256,7 @@ def test_passthrough_that_keeps_tags_needs_no_filter() -> None:
     stage = ReasoningStage(ReasoningConfig())
     request = CanonicalRequest(protocol="openai-chat", model="m")
     ctx = ctx_with({})
-    stage.on_request_headers(ctx, {})
-    assert ctx.state["reasoning_mode"] == "passthrough"
+    assert stage.mode(ctx) == "passthrough"
     assert stage.answer_filter(ctx, request) is None
     assert stage.answer_filter(ctx_with({MODE_HEADER: "drop"}), request) is not None
     tags = ReasoningStage(ReasoningConfig(think_tags="reasoning"))
