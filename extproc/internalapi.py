@@ -18,6 +18,7 @@ __all__ = [
     "ROLE_METADATA",
     "ROUTE_HEADER",
     "SESSION_ECHO_HEADER",
+    "TOKENS_SAVED_HEADER",
     "UPSTREAM_SESSION_HEADER",
 ]
 
@@ -48,3 +49,5 @@ OBSERVE_PROVIDER_ROLE = "observe-provider"
 UPSTREAM_SESSION_HEADER = "x-session-id"
 #: The A-leg session id echoed to clients on every answer.
 SESSION_ECHO_HEADER = "x-b2bua-session-id"
+#: Input tokens context compression saved on this request (on the answer).
+TOKENS_SAVED_HEADER = "x-llmproxy-tokens-saved"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LoopDetectionConfig", "ToolLoopsConfig", "ToolRepairConfig"]
+__all__ = ["CompressionConfig", "LoopDetectionConfig", "ToolLoopsConfig", "ToolRepairConfig"]
 
 
 class _Model(BaseModel):
@@ -56,3 +56,17 @@ class ToolRepairConfig(_Model):
     arguments: bool = True
     #: The most text held while it might still become a call (released unchanged beyond).
     max_hold: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+
+
+class CompressionConfig(_Model):
+    """Context compression (off by default; per session ``!/set(compression=on)``)."""
+
+    enabled: bool = False
+    #: Requests smaller than this (estimated input tokens) are left alone.
+    threshold_tokens: int = Field(8000, ge=0)
+    #: Leave the newest tool result whole (the model is reading it now).
+    keep_latest: bool = True
+    #: Flags a bare ``pytest`` tool call gets (empty: leave pytest calls alone).
+    pytest_flags: str = "-q -rfE"
+    #: ``a && b`` becomes ``a; if ($?) { b }`` for agents on Windows PowerShell.
+    powershell: bool = True

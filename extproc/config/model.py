@@ -23,7 +23,12 @@ from pydantic import (
 )
 
 from backends import CATALOG, SCHEMAS, AuthStyle
-from extproc.config.guards import LoopDetectionConfig, ToolLoopsConfig, ToolRepairConfig
+from extproc.config.guards import (
+    CompressionConfig,
+    LoopDetectionConfig,
+    ToolLoopsConfig,
+    ToolRepairConfig,
+)
 from extproc.config.safety import (
     AuthConfig,
     CommandsConfig,
@@ -417,6 +422,7 @@ class Config(_Model):
     loop_detection: LoopDetectionConfig = Field(default_factory=LoopDetectionConfig)
     tool_loops: ToolLoopsConfig = Field(default_factory=ToolLoopsConfig)
     tool_repair: ToolRepairConfig = Field(default_factory=ToolRepairConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")

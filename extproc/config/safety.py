@@ -32,6 +32,7 @@ StageName = Literal[
     "reasoning",
     "loop_detection",
     "tool_loops",
+    "compression",
 ]
 #: The configurable stages, in their default order.
 STAGE_NAMES: tuple[StageName, ...] = (
@@ -45,6 +46,7 @@ STAGE_NAMES: tuple[StageName, ...] = (
     "reasoning",
     "loop_detection",
     "tool_loops",
+    "compression",
 )
 _KEY_ID = re.compile(r"key-[0-9a-f]{12}")
 

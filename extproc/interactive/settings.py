@@ -96,6 +96,10 @@ def _prefix(key: str, raw: str) -> str:
     return value
 
 
+def _on_off(key: str, raw: str) -> str:
+    return "on" if _switch(key, raw) else "off"
+
+
 def _preset_name(key: str, raw: str) -> str:
     value = raw.strip().lower()
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", value):
@@ -133,6 +137,7 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("project-dir", "the sandbox root: file writes stay inside it", _path),
         Setting("loop-detection", "loop detection in answers on/off", _switch),
+        Setting("compression", "context compression on/off", _on_off),
         Setting("command-prefix", "the prefix of in-chat commands", _prefix),
     )
 }

@@ -316,6 +316,12 @@ class Metrics:
             ["stage", "action", "detail"],
             registry=reg,
         )
+        self.tokens_saved = Counter(
+            "llm_proxy_tokens_saved",
+            "Input tokens the proxy saved by compressing requests (estimated), by stage.",
+            ["stage"],
+            registry=reg,
+        )
         self._queues = _QueueCollector()
         reg.register(self._queues)
 
@@ -460,6 +466,10 @@ class Metrics:
             counter = self._safety.get_child(key, key)
         counter.inc(count)
 
+    def save_tokens(self, stage: str, tokens: int) -> None:
+        """A stage made a request smaller by about ``tokens`` input tokens."""
+        self.tokens_saved.labels(stage).inc(tokens)
+
     # -- callbacks ------------------------------------------------------------
 
     def watch_queue(
@@ -571,6 +581,9 @@ class NullMetrics(Metrics):
         return None
 
     def count_safety(self, stage: str, action: str, detail: str, count: int = 1) -> None:
+        return None
+
+    def save_tokens(self, stage: str, tokens: int) -> None:
         return None
 
     def watch_queue(

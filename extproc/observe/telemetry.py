@@ -301,6 +301,9 @@ class Telemetry:
             fields["finish_reason"] = ctx.finish_reason
         if ctx.session_id:
             fields["session"] = ctx.session_id
+        saved = ctx.state.get("tokens_saved")
+        if saved:
+            fields["tokens_saved"] = saved
         ttft = ctx.ttft
         if ttft is not None:
             fields["ttft_ms"] = round(ttft * 1000, 3)

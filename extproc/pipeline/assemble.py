@@ -292,6 +292,31 @@ def _tool_repair(
     )
 
 
+def _compression(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    section = config.compression
+    # Off in the config, the stage still serves sessions that turn it on.
+    if not section.enabled and not (config.interactive.enabled and book is not None):
+        return None
+    from extproc.pipeline.stages.compression import CompressionStage
+
+    metrics = telemetry.metrics
+
+    def saved(tokens: int) -> None:
+        metrics.save_tokens("compression", tokens)
+
+    return CompressionStage(
+        enabled=section.enabled,
+        threshold_tokens=section.threshold_tokens,
+        keep_latest=section.keep_latest,
+        pytest_flags=section.pytest_flags.strip() or None,
+        powershell=section.powershell,
+        policies=policies,
+        saved=saved,
+    )
+
+
 _BUILDERS: dict[
     str, Callable[[Config, KeyPolicies, Telemetry, SessionBook | None], Stage | None]
 ] = {
@@ -305,6 +330,7 @@ _BUILDERS: dict[
     "reasoning": _reasoning,
     "loop_detection": _loop_detection,
     "tool_loops": _tool_loops,
+    "compression": _compression,
 }
 
 
@@ -468,6 +494,7 @@ def build_pipeline(
         for s in stages
         if s.name not in ("provider_leg", "routing")
         and not (s.name == "sandbox" and not config.sandbox.enabled)
+        and not (s.name == "compression" and not config.compression.enabled)
     )
     return Pipeline(
         stages, phase=telemetry.phase, max_tool_call_bytes=config.pipeline.max_tool_call_bytes

@@ -22,7 +22,12 @@ from extproc.canonical import CanonicalError, CanonicalRequest
 from extproc.codecs import Codec, get_codec
 from extproc.codecs.base import RequestMeta
 from extproc.errors import InvalidRequest, ProxyError
-from extproc.internalapi import INTERNAL_PREFIX, ROUTE_HEADER, SESSION_ECHO_HEADER
+from extproc.internalapi import (
+    INTERNAL_PREFIX,
+    ROUTE_HEADER,
+    SESSION_ECHO_HEADER,
+    TOKENS_SAVED_HEADER,
+)
 from extproc.pipeline import Reject, RequestContext, RequestOutcome, Respond
 from extproc.pipeline.stages.sessions import A_LEG_STATE
 from extproc.processing.actions import Action, Continue, Reply
@@ -352,6 +357,9 @@ class RouterProcessor:
             session_id = ctx.session.id if ctx.session is not None else ctx.state.get(A_LEG_STATE)
             if session_id:
                 headers[SESSION_ECHO_HEADER] = session_id
+            saved = ctx.state.get("tokens_saved")
+            if saved:
+                headers[TOKENS_SAVED_HEADER] = str(saved)
         return headers
 
     # -- errors and replies ------------------------------------------------------

@@ -38,7 +38,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenAI) -> Iterato
             "health_check": {"enabled": False},
         }
     }
-    with running_proxy(tmp_path_factory.mktemp("guards"), proxy_config(backends)) as running:
+    # Compression stays off by default; sessions turn it on (no size threshold here).
+    config = proxy_config(backends, compression={"threshold_tokens": 0})
+    with running_proxy(tmp_path_factory.mktemp("guards"), config) as running:
         yield running
 
 
@@ -216,3 +218,100 @@ def test_a_code_answer_is_not_mistaken_for_a_call(proxy: ProxyProcess, fake: Fak
         tools=[READ_TOOL],
     )
     assert calls == [] and text == code
+
+
+def test_a_dangerous_call_written_as_text_is_still_blocked(
+    proxy: ProxyProcess, fake: FakeOpenAI
+) -> None:
+    # Made from text, the call passes the tool-call gate like any other.
+    call = '{"name": "Bash", "arguments": {"command": "git reset --hard && git clean -fd"}}'
+    wipe = f"```json\n{call}\n```"
+    fake.queue_response(text=wipe)
+    text, calls, _ = ask(proxy, "openai-chat", system="s", user="tidy", stream=True, backend="up")
+    assert calls == []
+    assert "blocked" in text and "git reset --hard" in text
+
+
+# -- context compression ---------------------------------------------------------------------
+
+VERBOSE_PYTEST = "\n".join(
+    [f"tests/test_app.py::test_case_{n} PASSED{' ' * 30}[{n}%]" for n in range(60)]
+    + ["tests/test_app.py::test_sum FAILED", "", PYTEST_OUTPUT]
+)
+
+
+def _read_and_test_history() -> list[dict[str, object]]:
+    def call(n: int, name: str, arguments: str) -> dict[str, object]:
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"c{n}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            ],
+        }
+
+    source = "def add(a, b):\n    return a + b\n" * 40
+    return [
+        {"role": "user", "content": "fix the failing test"},
+        call(1, "Read", '{"file_path": "/repo/app.py"}'),
+        {"role": "tool", "tool_call_id": "c1", "content": source},
+        call(2, "Bash", '{"command": "pytest -v"}'),
+        {"role": "tool", "tool_call_id": "c2", "content": VERBOSE_PYTEST},
+        call(3, "Read", '{"file_path": "/repo/app.py"}'),
+        {"role": "tool", "tool_call_id": "c3", "content": source},
+    ]
+
+
+def test_compression_is_off_by_default_and_on_per_session(
+    proxy: ProxyProcess, fake: FakeOpenAI
+) -> None:
+    tools = [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+        for n in ("Read", "Bash")
+    ]
+    body = {"model": MODEL, "messages": _read_and_test_history(), "tools": tools}
+    fake.queue_response(text="ok")
+    plain = httpx.post(f"{proxy.openai_base_url}/chat/completions", json=body, timeout=30)
+    assert plain.status_code == 200 and "x-llmproxy-tokens-saved" not in plain.headers
+    untouched = fake.chat_requests()[-1].json["messages"]
+    assert untouched[4]["content"] == VERBOSE_PYTEST
+
+    session = {"x-session-id": "compress-me"}
+    assert say(proxy, "openai-chat", [("user", "!/set(compression=on)")], session="compress-me")
+    fake.queue_response(text="ok")
+    small = httpx.post(
+        f"{proxy.openai_base_url}/chat/completions", json=body, headers=session, timeout=30
+    )
+    assert small.status_code == 200
+    assert int(small.headers["x-llmproxy-tokens-saved"]) > 100
+    messages = fake.chat_requests()[-1].json["messages"]
+    assert messages[2]["content"].startswith("[proxy: superseded by a later")  # the older read
+    assert messages[6]["content"] == untouched[6]["content"]  # the newest stays whole
+    test_output = messages[4]["content"]
+    assert "PASSED" not in test_output.replace("PASSED lines removed", "")
+    assert "test_sum" in test_output and "1 failed, 11 passed" in test_output
+
+
+def test_a_bare_pytest_call_gets_quiet_flags_when_compression_is_on(
+    proxy: ProxyProcess, fake: FakeOpenAI
+) -> None:
+    session = "quiet-pytest"
+    say(proxy, "openai-chat", [("user", "!/set(compression=on)")], session=session)
+    fake.queue_response(tool_calls=[("Bash", json.dumps({"command": "pytest"}))])
+    client_tools = [{"type": "function", "function": {"name": "Bash", "parameters": {}}}]
+    answer = httpx.post(
+        f"{proxy.openai_base_url}/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "test"}],
+            "tools": client_tools,
+        },
+        headers={"x-session-id": session},
+        timeout=30,
+    ).json()
+    [call] = answer["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"command": "pytest -q -rfE"}
