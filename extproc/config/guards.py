@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CompressionConfig", "LoopDetectionConfig", "ToolLoopsConfig", "ToolRepairConfig"]
+__all__ = [
+    "CompressionConfig",
+    "EmptyAnswersConfig",
+    "LoopDetectionConfig",
+    "ToolLoopsConfig",
+    "ToolRepairConfig",
+]
 
 
 class _Model(BaseModel):
@@ -70,3 +76,9 @@ class CompressionConfig(_Model):
     pytest_flags: str = "-q -rfE"
     #: ``a && b`` becomes ``a; if ($?) { b }`` for agents on Windows PowerShell.
     powershell: bool = True
+
+
+class EmptyAnswersConfig(_Model):
+    """A 200 answer with no content and no tool call becomes a 502 ``empty_answer``."""
+
+    enabled: bool = True

@@ -25,6 +25,7 @@ from pydantic import (
 from backends import CATALOG, SCHEMAS, AuthStyle
 from extproc.config.guards import (
     CompressionConfig,
+    EmptyAnswersConfig,
     LoopDetectionConfig,
     ToolLoopsConfig,
     ToolRepairConfig,
@@ -423,6 +424,7 @@ class Config(_Model):
     tool_loops: ToolLoopsConfig = Field(default_factory=ToolLoopsConfig)
     tool_repair: ToolRepairConfig = Field(default_factory=ToolRepairConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    empty_answers: EmptyAnswersConfig = Field(default_factory=EmptyAnswersConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("backends")

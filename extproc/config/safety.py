@@ -33,6 +33,7 @@ StageName = Literal[
     "loop_detection",
     "tool_loops",
     "compression",
+    "empty_answers",
 ]
 #: The configurable stages, in their default order.
 STAGE_NAMES: tuple[StageName, ...] = (
@@ -47,6 +48,7 @@ STAGE_NAMES: tuple[StageName, ...] = (
     "loop_detection",
     "tool_loops",
     "compression",
+    "empty_answers",
 )
 _KEY_ID = re.compile(r"key-[0-9a-f]{12}")
 

@@ -317,6 +317,21 @@ def _compression(
     )
 
 
+def _empty_answers(
+    config: Config, policies: KeyPolicies, telemetry: Telemetry, book: SessionBook | None
+) -> Stage | None:
+    if not config.empty_answers.enabled:
+        return None
+    from extproc.pipeline.stages.empty_answers import EmptyAnswerStage
+
+    metrics = telemetry.metrics
+
+    def empty() -> None:
+        metrics.count_safety("empty_answers", "error", "empty")
+
+    return EmptyAnswerStage(policies, empty)
+
+
 _BUILDERS: dict[
     str, Callable[[Config, KeyPolicies, Telemetry, SessionBook | None], Stage | None]
 ] = {
@@ -331,6 +346,7 @@ _BUILDERS: dict[
     "loop_detection": _loop_detection,
     "tool_loops": _tool_loops,
     "compression": _compression,
+    "empty_answers": _empty_answers,
 }
 
 

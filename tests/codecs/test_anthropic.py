@@ -1638,7 +1638,13 @@ def test_in_process_claude_client_to_an_anthropic_backend_passes_through(
     if not tool_checks:
         # The tool-call checks hold tool calls until complete (re-encoding them);
         # with them off nothing stands between the provider's bytes and the client.
-        config.update(commands={"enabled": False}, redaction={"answers": False})
+        # (Tool-call repair too: it holds text that might be a call written as text,
+        # and checks every call's arguments.)
+        config.update(
+            commands={"enabled": False},
+            redaction={"answers": False},
+            tool_repair={"enabled": False},
+        )
     proxy_app = App(build_config(config))
     payload = copy.deepcopy(GOLDEN["request_claude_code_agent_turn"]["wire"])
     payload["model"] = "anthropic:claude-opus-4-1-20250805"

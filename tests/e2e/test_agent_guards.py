@@ -315,3 +315,21 @@ def test_a_bare_pytest_call_gets_quiet_flags_when_compression_is_on(
     ).json()
     [call] = answer["choices"][0]["message"]["tool_calls"]
     assert json.loads(call["function"]["arguments"]) == {"command": "pytest -q -rfE"}
+
+
+# -- empty answers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_an_empty_answer_is_a_clear_error_not_silence(
+    proxy: ProxyProcess, fake: FakeOpenAI, stream: bool
+) -> None:
+    fake.queue_response(text="")
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    answer = httpx.post(f"{proxy.openai_base_url}/chat/completions", json=body, timeout=30)
+    if not stream:
+        assert answer.status_code == 502
+        assert answer.json()["error"]["code"] == "empty_answer"
+        return
+    assert answer.status_code == 200  # the status line went out with the stream's start
+    assert '"code":"empty_answer"' in answer.text.replace(" ", "")

@@ -317,9 +317,18 @@ def test_truncated_stream_ends_with_an_error_event(app: App) -> None:
 
 
 def test_same_protocol_answer_skips_the_processor_when_nothing_needs_it() -> None:
-    # Nothing reads this answer: no metrics, no answer redaction (on by default).
+    # Nothing reads this answer: no metrics, no answer redaction, loop detection or
+    # empty-answer check (all on by default).
     app = App(
-        build_config({**CONFIG, "metrics": {"enabled": False}, "redaction": {"answers": False}})
+        build_config(
+            {
+                **CONFIG,
+                "metrics": {"enabled": False},
+                "redaction": {"answers": False},
+                "loop_detection": {"enabled": False},
+                "empty_answers": {"enabled": False},
+            }
+        )
     )
     assert not app.needs_answer
     router, _ = routed(app, body())
