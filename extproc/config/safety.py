@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -35,21 +35,8 @@ StageName = Literal[
     "compression",
     "empty_answers",
 ]
-#: The configurable stages, in their default order.
-STAGE_NAMES: tuple[StageName, ...] = (
-    "tool_repair",
-    "redaction",
-    "tool_access",
-    "commands",
-    "sandbox",
-    "steering",
-    "rewrites",
-    "reasoning",
-    "loop_detection",
-    "tool_loops",
-    "compression",
-    "empty_answers",
-)
+#: The configurable stages, in their default order (the order of ``StageName``).
+STAGE_NAMES: tuple[StageName, ...] = get_args(StageName)
 _KEY_ID = re.compile(r"key-[0-9a-f]{12}")
 
 

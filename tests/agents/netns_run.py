@@ -10,6 +10,8 @@ prints one JSON line with what happened.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -76,6 +78,153 @@ def wiping_fake(model: str) -> Any:
     fake = Wiping(name="netns")
     fake.start()
     return fake
+
+
+#: The file the repaired Bash call creates in the run's scratch directory.
+MARKER = "repaired-marker"
+
+
+def repaired_call_fake(model: str, form: str, command: str) -> Any:
+    """An Anthropic fake whose first main-model answer is a tool call the proxy must repair.
+
+    ``text``: the answer is text only (no tool_use block) holding a fenced JSON call
+    of Claude Code's ``Bash`` tool. ``broken-json``: a native ``tool_use`` block whose
+    streamed ``input_json_delta`` fragments spell single-quoted JSON with a trailing
+    comma (the fake's non-streaming body can only hold a parsed ``input`` object, so
+    this form is streamed-only, as Claude Code asks). Later answers and side requests
+    (another model) get text.
+    """
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+
+    arguments = {"command": command, "description": "create marker"}
+    fenced = (
+        "I will create the marker file.\n\n```json\n"
+        + json.dumps({"name": "Bash", "arguments": arguments}, indent=2)
+        + "\n```\n"
+    )
+    broken = "{" + ", ".join(f"'{k}': '{v}'" for k, v in arguments.items()) + ",}"
+
+    class Repaired(FakeAnthropic):
+        asked = False
+        sent_broken = False
+        scenario_texts = {"fenced": fenced, "broken": broken, "arguments": arguments}
+
+        def _next_script(self, requested: str) -> Any:
+            if requested == model and not self.asked:
+                self.asked = True
+                if form == "text":
+                    return self._script_type(text=fenced)
+                return self._script_type(
+                    text="I will create the marker file.",
+                    tool_calls=(("Bash", json.dumps(arguments)),),
+                )
+            return self._script_type(text="Done.")
+
+        def _answer(self, payload: Any) -> Any:
+            answer = super()._answer(payload)
+            if form == "broken-json" and answer.arguments and not self.sent_broken:
+                # Only the streamed fragments change: the recorded content stays parsed.
+                self.sent_broken = True
+                return dataclasses.replace(answer, arguments=(broken,))
+            return answer
+
+    fake = Repaired(name="netns")
+    fake.start()
+    return fake
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content or [] if isinstance(b, dict)]
+
+
+def tool_exchange(request: Any) -> dict[str, Any]:
+    """The text and tool_use blocks of the assistant turns and the tool_result blocks of one
+    request (what Claude Code resends of the answers it got, and what its tools returned)."""
+    body = request.json if isinstance(request.json, dict) else {}
+    said: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for message in body.get("messages") or []:
+        for block in _blocks(message.get("content")):
+            if message.get("role") == "assistant" and block.get("type") == "tool_use":
+                said.append({k: block.get(k) for k in ("type", "id", "name", "input")})
+            if message.get("role") == "assistant" and block.get("type") == "text":
+                said.append({"type": "text", "text": str(block.get("text"))[-300:]})
+            if block.get("type") == "tool_result":
+                results.append(
+                    {
+                        "tool_use_id": block.get("tool_use_id"),
+                        "is_error": block.get("is_error"),
+                        "content": json.dumps(block.get("content"))[:300],
+                    }
+                )
+    return {
+        "model": body.get("model"),
+        "stream": body.get("stream"),
+        "messages": len(body.get("messages") or []),
+        "tools": len(body.get("tools") or []),
+        "declares_bash": any(t.get("name") == "Bash" for t in body.get("tools") or []),
+        "assistant": said,
+        "tool_results": results,
+    }
+
+
+def repaired_call_scenario(
+    args: argparse.Namespace, proxy: Any, fake: Any, work: Path, scratch: Path
+) -> dict[str, Any]:
+    """Claude Code gets a tool call only the proxy's repair makes real, and runs it.
+
+    The run is synchronous (``claude -p`` has exited when ``run_agent`` returns);
+    the marker and the provider's second request are still polled with a deadline.
+    """
+    from tests.harness import wait_for
+
+    home = work / "home"
+    home.mkdir(exist_ok=True)
+    command, env = agent_command("claude", proxy, f"up:{args.model}", args.prompt, home, False)
+    # The agent may run Bash without asking (as a user who allowed it would), as in git-wipe.
+    command += ["--allowedTools", "Bash", "--max-turns", "3"]
+    result = run_agent(command, env, scratch, args.timeout)
+    marker = scratch / MARKER
+
+    def executed() -> bool:
+        answered = any(tool_exchange(r)["tool_results"] for r in fake.chat_requests())
+        return answered and marker.exists()
+
+    # claude -p has exited: the deadline only absorbs a late record; on timeout the
+    # test reads what happened from the result.
+    with contextlib.suppress(AssertionError):
+        wait_for(executed, timeout=10, what="the marker and a tool_result")
+    result["marker_exists"] = marker.exists()
+    result["requests"] = [tool_exchange(r) for r in fake.chat_requests()]
+    result["scenario_texts"] = fake.scenario_texts
+    # What the provider really streamed for its first main-model answer: the text deltas
+    # and input_json_delta fragments joined, and the tool_use ids it opened.
+    first = next(
+        (s for s in fake.sent_responses if (s.request.json or {}).get("model") == args.model),
+        None,
+    )
+    result["provider_first_answer"] = streamed_summary(first)
+    return result
+
+
+def streamed_summary(sent: Any) -> dict[str, Any] | None:
+    if sent is None:
+        return None
+    text, partial, ids = "", "", []
+    for chunk in sent.chunks:
+        for line in chunk.decode(errors="replace").splitlines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line.removeprefix("data: "))
+            delta = event.get("delta") or {}
+            block = event.get("content_block") or {}
+            text += delta.get("text", "")
+            partial += delta.get("partial_json", "")
+            if block.get("type") == "tool_use":
+                ids.append(block.get("id"))
+    return {"text": text, "partial_json": partial, "tool_use_ids": ids}
 
 
 def fake_for(schema: str, answer: str) -> Any:
@@ -304,12 +453,20 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument(
         "--scenario",
-        choices=["answer", "git-wipe", "chat-commands"],
+        choices=["answer", "git-wipe", "chat-commands", "repaired-call"],
         default="answer",
         help="git-wipe: a scratch repo with uncommitted work; the provider asks for "
         + WIPE
         + "; chat-commands: Claude Code sends !/hello, then !/set(model=...) and a prompt"
-        " in one session",
+        " in one session; repaired-call: the provider's Bash call needs the proxy's"
+        " tool-call repair (see --call-form) and creates a marker file",
+    )
+    parser.add_argument(
+        "--call-form",
+        choices=["text", "broken-json"],
+        default="text",
+        help="repaired-call: a fenced JSON call in text only, or a native tool_use whose"
+        " streamed input JSON is broken (single quotes, trailing comma)",
     )
     parser.add_argument(
         "--second-model",
@@ -319,13 +476,21 @@ def main() -> int:
     parser.add_argument(
         "--disable-commands", action="store_true", help="turn dangerous-command protection off"
     )
+    parser.add_argument(
+        "--disable-tool-repair", action="store_true", help="turn tool-call repair off"
+    )
     args = parser.parse_args()
-    if args.scenario == "chat-commands" and (args.agent, args.schema) != ("claude", "anthropic"):
-        parser.error("--scenario chat-commands needs --agent claude --schema anthropic")
+    if args.scenario in ("chat-commands", "repaired-call") and (args.agent, args.schema) != (
+        "claude",
+        "anthropic",
+    ):
+        parser.error(f"--scenario {args.scenario} needs --agent claude --schema anthropic")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = Path(tempfile.mkdtemp(prefix="agent-"))
     fake = None
     llama = None
+    scratch = work / "scratch"
+    scratch.mkdir()
     if args.real_model:
         from tests.real_model import start_llama_server
 
@@ -336,6 +501,8 @@ def main() -> int:
             fake = wiping_fake(args.model)
         elif args.scenario == "chat-commands":
             fake = commands_fake()
+        elif args.scenario == "repaired-call":
+            fake = repaired_call_fake(args.model, args.call_form, f"touch {scratch / MARKER}")
         else:
             fake = fake_for(args.schema, args.answer)
         backend = {
@@ -348,6 +515,8 @@ def main() -> int:
     config = proxy_config({"up": backend}, default_backend="up")
     if args.disable_commands:
         config["commands"] = {"enabled": False}
+    if args.disable_tool_repair:
+        config["tool_repair"] = {"enabled": False}
     repo = work / "repo"
     if args.scenario == "git-wipe":
         git_scratch_repo(repo)
@@ -356,6 +525,8 @@ def main() -> int:
     try:
         if args.scenario == "chat-commands":
             result = commands_scenario(args, proxy, fake, work)
+        elif args.scenario == "repaired-call":
+            result = repaired_call_scenario(args, proxy, fake, work, scratch)
         else:
             result = one_run(args, proxy, fake, work, repo)
     except subprocess.TimeoutExpired as exc:

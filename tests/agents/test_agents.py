@@ -121,3 +121,56 @@ def test_claude_code_in_chat_commands() -> None:
     seen = result["all_requests"]
     assert not [r for r in seen if r["model"] == "fake-model-1"], result
     assert not [r for r in seen if r["has_command"] or r["has_proxy_answer"]], result
+
+
+@pytest.mark.parametrize("form", ["text", "broken-json"])
+def test_claude_code_runs_a_repaired_tool_call(form: str) -> None:
+    """Claude Code runs a Bash call only the proxy's tool-call repair makes real.
+
+    ``text``: the provider's first main-model answer is text only, a fenced JSON call
+    of ``Bash``; ``broken-json``: a native ``tool_use`` whose streamed input JSON has
+    single quotes and a trailing comma. The call creates a marker file in a scratch
+    directory, and the provider's next request carries Claude Code's tool_result for it.
+    With repair off (the control, read after ``claude -p`` exited and the proxy stopped)
+    Claude Code prints the fence as its answer, or rejects the input as unparsable:
+    no marker either way.
+    """
+    args = (
+        "--agent", "claude", "--schema", "anthropic", "--scenario", "repaired-call",
+        "--call-form", form, "--prompt", "Create the marker file.",
+    )  # fmt: skip
+    exposed = run_in_netns(*args, "--disable-tool-repair")
+    assert exposed["returncode"] == 0, exposed
+    assert exposed["marker_exists"] is False, exposed
+    ran = [t for r in exposed["requests"] for t in r["tool_results"] if not t["is_error"]]
+    assert not ran, exposed
+
+    result = run_in_netns(*args)
+    assert result["returncode"] == 0, result
+    texts, sent = result["scenario_texts"], result["provider_first_answer"]
+    # The provider really sent the call in the form under test.
+    if form == "text":
+        assert sent["tool_use_ids"] == [] and sent["partial_json"] == "", result
+        assert sent["text"] == texts["fenced"], result
+    else:
+        assert sent["partial_json"] == texts["broken"], result
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(sent["partial_json"])
+    assert result["marker_exists"] is True, result
+    # Claude Code resends the call it ran (parsed arguments) and answers it.
+    answered = [r for r in result["requests"] if r["tool_results"]]
+    assert answered, result
+    second = answered[0]
+    calls = [b for b in second["assistant"] if b["type"] == "tool_use"]
+    assert [(c["name"], c["input"]) for c in calls] == [("Bash", texts["arguments"])], result
+    call_id = calls[0]["id"]
+    assert [(t["tool_use_id"], t["is_error"]) for t in second["tool_results"]] == [
+        (call_id, False)
+    ], result
+    if form == "text":
+        # The call is the proxy's own (the provider opened none), and its fence is gone.
+        assert call_id, result
+        assert not [b for b in second["assistant"] if "```" in b.get("text", "")], result
+    else:
+        # The provider's call id is kept.
+        assert call_id == sent["tool_use_ids"][0], result
