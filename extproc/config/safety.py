@@ -49,6 +49,16 @@ def _seconds(value: object) -> object:
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 
 
+def _size(value: object) -> object:
+    from extproc.config.model import _parse_size
+
+    return _parse_size(value)
+
+
+#: A byte count: ``4194304`` or ``4MiB``.
+Size = Annotated[int, BeforeValidator(_size)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -194,7 +204,7 @@ class PipelineConfig(_Model):
     #: Extra stages: ``module:factory`` names; the factory gets the Config and returns a Stage.
     custom: list[str] = Field(default_factory=list)
     #: Held tool-call arguments are bounded by this many bytes (fail closed beyond).
-    max_tool_call_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_tool_call_bytes: Size = Field(4 * 1024 * 1024, ge=1024)
 
     @field_validator("order")
     @classmethod

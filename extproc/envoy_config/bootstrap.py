@@ -451,6 +451,7 @@ ACCESS_LOG_FIELDS = (
     "cost_usd",
     "finish_reason",
     "ttft_ms",
+    "tokens_saved",
 )
 
 

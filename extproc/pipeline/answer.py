@@ -81,6 +81,9 @@ class AnswerFilter:
 
     #: The stage's name (errors, metrics).
     name: str = "filter"
+    #: The filter may emit tool calls of its own (tool calls written as text): the
+    #: tool-call gate goes after it, so every check sees them.
+    makes_tool_calls: bool = False
 
     @property
     def holding(self) -> bool:

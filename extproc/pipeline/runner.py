@@ -112,18 +112,22 @@ class Pipeline:
         filters: list[AnswerFilter] = []
         checks: list[ToolCheck] = []
         gate_at: int | None = None
+        makers_end = 0
         for stage in self._answer:
             flt = stage.answer_filter(ctx, request)
             if flt is not None:
                 filters.append(flt)
+                if flt.makes_tool_calls:
+                    makers_end = len(filters)
             check = stage.tool_check(ctx, request)
             if check is not None:
                 checks.append(check)
                 if gate_at is None:
-                    # After that stage's own filter: tool calls a filter makes
-                    # (calls written as text) reach the gate and every check.
                     gate_at = len(filters)
         if gate_at is not None:
+            # After every filter that makes tool calls (calls written as text), in
+            # any stage order: each check sees them.
+            gate_at = max(gate_at, makers_end)
             filters.insert(gate_at, ToolCallGate(checks, self._max_tool_call_bytes))
         return AnswerChain(filters) if filters else None
 

@@ -61,6 +61,8 @@ CHILDREN = (
     "stage.dedup",
     "stage.interactive",
     "stage.redaction",
+    "stage.tool_loops",
+    "stage.compression",
     "stage.provider_leg",
     "stage.routing",
     "encode",

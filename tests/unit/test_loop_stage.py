@@ -12,6 +12,8 @@ import pytest
 from extproc.canonical import (
     CanonicalResponse,
     Finish,
+    ReasoningDelta,
+    ReasoningPart,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -87,3 +89,27 @@ def test_the_real_model_corpus_clean_answers_pass() -> None:
         text, _, cuts = stream(path.read_text(), 20)
         assert cuts == [], path.name
         assert text == path.read_text()
+
+
+def test_a_whole_answer_whose_thinking_looped_keeps_its_answer() -> None:
+    answer, _ = chain()
+    thinking = "Let me think about it once more. " * 60
+    response = CanonicalResponse(
+        id="r",
+        model="m",
+        content=[ReasoningPart(text=thinking), TextPart(text="The answer is 4.")],
+        finish_reason="stop",
+    )
+    final, failure = answer.whole(response)
+    assert failure is None and final is response  # the loop ended by itself
+
+
+def test_a_stream_looping_in_its_thinking_is_cut() -> None:
+    answer, cuts = chain()
+    out: list[StreamEvent] = []
+    for _ in range(80):
+        events, _ = answer.feed([ReasoningDelta(text="Let me think about it once more. ")])
+        out += events
+        if answer.ended is not None:
+            break
+    assert answer.ended is not None and cuts == ["reasoning"]

@@ -77,7 +77,8 @@ class CompressionStage(Stage):
         if estimate_tokens(request) < self._threshold:
             return None
         report = compact_history(request.messages, keep_latest=self._keep_latest)
-        if report.changed:
+        if report.changed and report.tokens_saved > 0:
+            # (A stub can be longer than a tiny result it replaces: nothing saved then.)
             ctx.state[SAVED_STATE] = report.tokens_saved
             if self._saved is not None:
                 self._saved(report.tokens_saved)

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from extproc.canonical import CanonicalRequest, ReasoningDelta, StreamEvent, TextDelta
+from extproc.canonical import (
+    CanonicalRequest,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallStart,
+)
 from extproc.guards.loops import LoopConfig, LoopDetector, LoopFound
 from extproc.pipeline.answer import AnswerFilter, Emit, EndAnswer
 from extproc.pipeline.context import RequestContext
@@ -79,8 +85,12 @@ class LoopFilter(AnswerFilter):
                     return self._cut(events, at, found, self._text.consumed)
             elif isinstance(event, ReasoningDelta) and self._thinking is not None and event.text:
                 found = self._thinking.feed(event.text)
-                if found is not None:
+                if found is not None and not any(
+                    isinstance(e, TextDelta | ToolCallStart) for e in events[at:]
+                ):
                     return self._cut(events, at, found, None)
+                # (When the answer already follows — a whole answer — the loop in its
+                # thinking ended by itself: it goes out as it is.)
         return None
 
     def _cut(

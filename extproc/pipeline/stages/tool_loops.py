@@ -54,7 +54,8 @@ class ToolLoopStage(Stage):
         if loop.refuse:
             if self._count is not None:
                 self._count("refused")
-            return Reject(LoopRefused(refusal_message(loop)))
+            # Not worth a retry: the same history is refused again until the user speaks.
+            return Reject(LoopRefused(refusal_message(loop), headers={"x-should-retry": "false"}))
         if self._count is not None:
             self._count("steered")
         _append_note(request, steering_note(loop))

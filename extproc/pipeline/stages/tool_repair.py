@@ -46,6 +46,9 @@ from extproc.pipeline.toolgate import Block, Rewrite, ToolCheck, ToolVerdict
 
 __all__ = ["ToolRepairStage"]
 
+#: Arguments beyond this size are passed on as they are (never refused for size).
+_MAX_REPAIR_BYTES = 1_000_000
+
 #: ``count(kind)``: one repair of that kind (``text_call``, ``json_syntax``, ``tool_name``...).
 Counter = Callable[[str], None]
 
@@ -94,6 +97,7 @@ class TextCallFilter(AnswerFilter):
     """Holds text that might be a tool call; at the end, turns it into calls or releases it."""
 
     name = "tool_repair"
+    makes_tool_calls = True
 
     def __init__(
         self, tools: Mapping[str, dict[str, Any] | None], max_hold: int, count: Counter
@@ -178,6 +182,9 @@ class _ArgumentCheck:
                 return None  # not a declared tool (hosted tools, or the agent's problem)
             name = fixed
             self._count("tool_name")
+        if len(call.arguments) > _MAX_REPAIR_BYTES:
+            # Too big to repair here (the gate's own cap bounds what is held): as sent.
+            return Rewrite(arguments=call.arguments, name=name) if name != call.name else None
         repaired = repair_arguments(call.arguments, self._tools.get(name))
         if repaired.error is not None:
             self._count("refused")
