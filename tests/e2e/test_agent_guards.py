@@ -143,6 +143,7 @@ def test_a_repeated_tool_call_is_steered_then_refused(
 
     refused = _chat(proxy, _pytest_history(6))
     assert refused.status_code == 409
+    assert refused.headers["x-should-retry"] == "false"  # the SDKs would retry in vain
     error = refused.json()["error"]
     assert error["code"] == "tool_loop" and "[proxy: tool loop stopped]" in error["message"]
     assert len(fake.chat_requests()) == 2  # the refused one never went upstream
