@@ -94,6 +94,9 @@ def test_text_without_calls_comes_out_byte_identical(text: str, cuts: list[int])
     cuts=st.lists(st.integers(0, 1 << 16), max_size=20),
 )
 def test_plain_prose_is_never_held(text: str, cuts: list[int]) -> None:
+    # Prose starts with a word: leading whitespace alone may still precede a call (it is
+    # held until the next character says otherwise), which hypothesis found with " ".
+    text = "a" + text
     sniffer = TextCallSniffer(TOOLS)
     bounds = [0, *sorted({c % (len(text) + 1) for c in cuts}), len(text)]
     for a, b in pairwise(bounds):
