@@ -102,7 +102,7 @@ class Pipeline:
         self, stage: Stage, ctx: RequestContext, request: CanonicalRequest
     ) -> RequestOutcome | Awaitable[RequestOutcome]:
         phase = self._phase
-        if phase is None:
+        if phase is None or not stage.timed:
             return stage.on_request(ctx, request)
         with phase(ctx, f"stage.{stage.name}"):
             return stage.on_request(ctx, request)

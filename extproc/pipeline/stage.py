@@ -68,6 +68,9 @@ class Stage:
     """Base class; override only the hooks a feature needs."""
 
     name: str = "stage"
+    #: Time each hook call as a phase (``stage.<name>``: metrics and spans). Off
+    #: for stages whose work is a few dict operations.
+    timed: bool = True
 
     def on_request_headers(self, ctx: RequestContext, headers: Mapping[str, str]) -> None:
         """Before the body arrives: reject early (raise a ProxyError)."""

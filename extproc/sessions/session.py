@@ -20,7 +20,13 @@ from typing import Any
 
 from extproc.sessions.ids import ClientSession, answer_key, parent_alias
 from extproc.sessions.state import SessionState
-from extproc.sessions.store import ImmediateReads, SessionStore, SessionStoreError, update
+from extproc.sessions.store import (
+    ImmediateReads,
+    SessionStore,
+    SessionStoreError,
+    update,
+    update_now,
+)
 
 __all__ = ["Session", "SessionBook"]
 
@@ -129,6 +135,12 @@ class SessionBook:
         """Apply ``mutate`` to the stored state off the hot path (failures are logged)."""
         if session.isolated:
             return
+        if self._now is not None:
+            try:
+                update_now(self._now, session.id, mutate, create=session.new_state)
+            except SessionStoreError as exc:
+                log.warning("session %s: change not saved: %s", session.id, exc)
+            return
         self._background(self._record(session, mutate))
 
     async def _record(self, session: Session, mutate: Callable[[SessionState], None]) -> None:
@@ -149,7 +161,13 @@ class SessionBook:
 
     def link_answer(self, session: Session, answer_id: str, parent: str | None) -> None:
         """A proxy answer's id joins the session; its parent continues the provider's chain."""
-        self._background(self._link_answer(session.id, answer_id, parent))
+        now = self._now
+        if now is None:
+            self._background(self._link_answer(session.id, answer_id, parent))
+            return
+        now.link_now(answer_key(answer_id), session.id)
+        if parent:
+            now.link_now(parent_alias(answer_key(answer_id)), parent)
 
     async def _link_answer(self, session_id: str, answer_id: str, parent: str | None) -> None:
         try:
@@ -169,17 +187,23 @@ class SessionBook:
         """
         if session.isolated and not response_id:
             return
+        now = self._now
+        if now is not None:
+            # In memory: a few microseconds, cheaper than a task on the event loop.
+            try:
+                if not session.isolated:
+                    update_now(now, session.id, _counted(route), create=session.new_state)
+                if response_id:
+                    now.link_now(answer_key(response_id), session.id)
+            except SessionStoreError as exc:
+                log.warning("session %s: bookkeeping not saved: %s", session.id, exc)
+            return
         self._background(self._after(session, route, response_id))
 
     async def _after(self, session: Session, route: str | None, response_id: str | None) -> None:
-        def count(state: SessionState) -> None:
-            state.counters["requests"] = state.counters.get("requests", 0) + 1
-            if route is not None:
-                state.last_route = route
-
         try:
             if not session.isolated:
-                await update(self.store, session.id, count, create=session.new_state)
+                await update(self.store, session.id, _counted(route), create=session.new_state)
             if response_id:
                 await self.store.link(answer_key(response_id), session.id)
         except SessionStoreError as exc:
@@ -193,3 +217,14 @@ class SessionBook:
     async def close(self) -> None:
         await self.drain()
         await self.store.close()
+
+
+def _counted(route: str | None) -> Callable[[SessionState], None]:
+    """The per-request bookkeeping: one more request, the route it took."""
+
+    def count(state: SessionState) -> None:
+        state.counters["requests"] = state.counters.get("requests", 0) + 1
+        if route is not None:
+            state.last_route = route
+
+    return count

@@ -25,6 +25,7 @@ __all__ = [
     "SessionStoreError",
     "VersionConflict",
     "update",
+    "update_now",
 ]
 
 
@@ -71,15 +72,36 @@ class SessionStore(Protocol):
 
 @runtime_checkable
 class ImmediateReads(Protocol):
-    """Optional capability: reads that never wait (an in-process store).
+    """Optional capability: reads and writes that never wait (an in-process store).
 
-    Stages read such a store synchronously, so a request costs no event-loop
-    hop; stores that do I/O (SQLite, Redis) are awaited.
+    Stages use such a store synchronously, so a request costs no event-loop
+    hop and no background task; stores that do I/O (SQLite, Redis) are awaited.
     """
 
     def get_now(self, session_id: str) -> SessionState | None: ...
 
     def resolve_now(self, alias: str) -> str | None: ...
+
+    def put_now(self, state: SessionState, *, expected_version: int | None) -> SessionState: ...
+
+    def link_now(self, alias: str, session_id: str) -> None: ...
+
+
+def update_now(
+    store: ImmediateReads,
+    session_id: str,
+    mutate: Callable[[SessionState], None],
+    *,
+    create: Callable[[], SessionState],
+) -> SessionState:
+    """:func:`update` on an :class:`ImmediateReads` store (no await: nothing interleaves)."""
+    current = store.get_now(session_id)
+    if current is None:
+        state = create()
+        mutate(state)
+        return store.put_now(state, expected_version=None)
+    mutate(current)
+    return store.put_now(current, expected_version=current.version)
 
 
 async def update(
@@ -194,6 +216,10 @@ class MemorySessionStore:
         return decode_state(entry.data)
 
     async def put(self, state: SessionState, *, expected_version: int | None) -> SessionState:
+        return self.put_now(state, expected_version=expected_version)
+
+    def put_now(self, state: SessionState, *, expected_version: int | None) -> SessionState:
+        """:class:`ImmediateReads`: the same as :meth:`put`, without an await."""
         now = self._clock()
         entry = self._live(state.id, now)
         if expected_version is None:
@@ -236,6 +262,10 @@ class MemorySessionStore:
         return [decode_state(e.data) for e in newest]
 
     async def link(self, alias: str, session_id: str) -> None:
+        self.link_now(alias, session_id)
+
+    def link_now(self, alias: str, session_id: str) -> None:
+        """:class:`ImmediateReads`: the same as :meth:`link`, without an await."""
         now = self._clock()
         self._aliases[alias] = (session_id, now + self._ttl)
         self._aliases.move_to_end(alias)

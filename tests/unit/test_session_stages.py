@@ -970,13 +970,19 @@ def test_an_isolated_sessions_answer_id_is_linked_but_nothing_stored(book: Sessi
     asyncio.run(scenario())
 
 
-def test_background_writes_without_an_event_loop_are_dropped() -> None:
-    # Outside a running loop (a synchronous caller), nothing is scheduled and nothing fails.
-    book = SessionBook(MemorySessionStore())
+def test_the_memory_store_takes_bookkeeping_at_once_without_a_task() -> None:
+    # In memory the per-request bookkeeping is written synchronously (no event-loop task:
+    # cheaper than scheduling one), even for a caller outside any running loop.
+    store = MemorySessionStore()
+    book = SessionBook(store)
     session = _session()
     book.after_request(session, route="r", response_id="resp_1")
+    stored = store.get_now(session.id)
+    assert stored is not None and stored.counters == {"requests": 1} and stored.last_route == "r"
+    assert store.resolve_now("resp_1") == session.id
     book.record(session, lambda s: s.settings.update(x=1))
-    assert book.store.get_now(session.id) is None  # type: ignore[attr-defined]
+    stored = store.get_now(session.id)
+    assert stored is not None and stored.settings == {"x": 1}
     asyncio.run(book.drain())
 
 

@@ -56,6 +56,8 @@ class CompressionStage(Stage):
         saved: Callable[[int], None] | None = None,
     ) -> None:
         self._enabled = enabled
+        #: Off in the config (on only for sessions that ask): not timed per request.
+        self.timed = enabled
         self._threshold = threshold_tokens
         self._keep_latest = keep_latest
         self._pytest_flags = pytest_flags
