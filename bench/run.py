@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import report as reporting
+from bench.guards import measure as measure_guards
+from bench.guards import render as render_guards
 from bench.load import PhaseResult, Target, chat_body, run_closed_loop, run_sequential
 from bench.observability import measure as measure_observability
 from bench.observability import observability_config
@@ -50,6 +52,8 @@ from bench.safety import costs as safety_costs
 from bench.safety import measure as measure_safety
 from bench.safety import render as render_safety
 from bench.safety import safety_config
+from bench.sessions import render as render_sessions
+from bench.sessions import run_section as run_sessions_section
 from bench.stats import summarize_ns
 from bench.translation import (
     chunk_translation_cpu,
@@ -469,6 +473,32 @@ def run_safety(
     return section
 
 
+def run_sessions(
+    stack: contextlib.ExitStack,
+    logs: Path,
+    proxy_cfg: dict[str, Any],
+    envoy: Target,
+    pids: Mapping[str, int],
+    expected_text: str,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Section 10: sessions + in-chat commands off, on (memory store), on (SQLite)."""
+    rounds = 8 if settings.quick else 10
+    return run_sessions_section(
+        stack,
+        logs,
+        proxy_cfg,
+        envoy,
+        pids["envoy-baseline"],
+        expected_text,
+        rounds=rounds,
+        per_round=max(25, settings.latency_requests // rounds),
+        streams_per_round=max(1, settings.stream_requests // (rounds * 4)),
+        extra_pids={"fake": pids["fake"], "loadgen": pids["loadgen"]},
+        inprocess_repeat=800 if settings.quick else 2000,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     out_dir = settings.out.parent
@@ -553,6 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             _progress("safety: every safety stage off, and every stage on")
             safety = run_safety(stack, logs, proxy_cfg, targets, expected_text, settings)
+            _progress("sessions: sessions + commands off, on (memory), on (SQLite); !/hello")
+            sessions = run_sessions(
+                stack, logs, proxy_cfg, targets["envoy"], pids, expected_text, settings
+            )
             if settings.profile:
                 profile = run_profile(
                     settings, targets["proxy"], extproc.pid, sampler, expected_text
@@ -566,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"\nBENCHMARK BROKEN: {exc}", flush=True)
         return 1
+    _progress("guards: loop detection, tool-call repair, compression, tool loops (in-process)")
+    guards = measure_guards(quick=settings.quick)
     report = reporting.build(
         results, concurrencies=settings.concurrencies, expected_chunks=settings.content_chunks
     )
@@ -573,6 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + render_translation(translation), flush=True)
     print("\n" + render_observability(observability), flush=True)
     print("\n" + render_safety(safety), flush=True)
+    print("\n" + render_sessions(sessions), flush=True)
+    print("\n" + render_guards(guards), flush=True)
     if settings.profile:
         assert profile is not None
         print(reporting.render_profile(profile), flush=True)
@@ -584,6 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "translation": translation,
         "observability": observability,
         "safety": safety,
+        "sessions": sessions,
+        "guards": guards,
         "profile": profile,
         "loadavg_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
