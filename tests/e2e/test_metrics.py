@@ -236,9 +236,7 @@ def test_stage_histogram(scraped: Scraped) -> None:
         labels(stage="stage.dedup"): 8,
         labels(stage="stage.interactive"): 8,
         labels(stage="stage.redaction"): 8,
-        labels(stage="stage.tool_loops"): 8,
-        labels(stage="stage.compression"): 8,
-        labels(stage="stage.provider_leg"): 8,
+        labels(stage="stage.tool_loops"): 8,  # (provider_leg and compression when off: untimed)
         labels(stage="stage.routing"): 8,  # ... failed routes too
         labels(stage="encode"): 6,  # the routed ones
         labels(stage="translate"): 5,  # the answers translated for the client (not the 429)

@@ -62,8 +62,6 @@ CHILDREN = (
     "stage.interactive",
     "stage.redaction",
     "stage.tool_loops",
-    "stage.compression",
-    "stage.provider_leg",
     "stage.routing",
     "encode",
     "translate",
