@@ -15,6 +15,7 @@ __all__ = [
     "METADATA_NAMESPACE",
     "OBSERVE_CLIENT_ROLE",
     "OBSERVE_PROVIDER_ROLE",
+    "REASONING_MODE_HEADER",
     "ROLE_METADATA",
     "ROUTE_HEADER",
     "SESSION_ECHO_HEADER",
@@ -51,3 +52,5 @@ UPSTREAM_SESSION_HEADER = "x-session-id"
 SESSION_ECHO_HEADER = "x-b2bua-session-id"
 #: Input tokens context compression saved on this request (on the answer).
 TOKENS_SAVED_HEADER = "x-llmproxy-tokens-saved"
+#: The client's choice of what happens to reasoning (a proxy control, never forwarded).
+REASONING_MODE_HEADER = "x-llmproxy-reasoning-mode"

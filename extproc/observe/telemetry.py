@@ -301,9 +301,8 @@ class Telemetry:
             fields["finish_reason"] = ctx.finish_reason
         if ctx.session_id:
             fields["session"] = ctx.session_id
-        saved = ctx.state.get("tokens_saved")
-        if saved:
-            fields["tokens_saved"] = saved
+        if ctx.tokens_saved:
+            fields["tokens_saved"] = ctx.tokens_saved
         ttft = ctx.ttft
         if ttft is not None:
             fields["ttft_ms"] = round(ttft * 1000, 3)

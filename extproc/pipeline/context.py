@@ -62,6 +62,11 @@ class RequestContext:
     session: Session | None = None
     #: What the session asks of this request (applied by routing).
     overrides: Overrides = field(default_factory=Overrides)
+    #: The A-leg session id echoed to the client (known from the headers, or once
+    #: the sessions stage ran; an isolated session's too).
+    a_leg: str | None = None
+    #: Input tokens context compression saved on this request (estimated).
+    tokens_saved: int = 0
     #: The client's one-off ``x-llm-route`` header (honoured only when allowed).
     route_header: str | None = None
 

@@ -17,9 +17,9 @@ from extproc.codecs import CODECS, Codec, get_codec
 from extproc.codecs.base import REQUIRES_PROTOCOL, Adjust, ModelInfo
 from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
+from extproc.internalapi import REASONING_MODE_HEADER
 from extproc.observe.telemetry import Telemetry
 from extproc.pipeline.assemble import build_pipeline, build_session_book
-from extproc.pipeline.stages.reasoning import MODE_HEADER as REASONING_MODE_HEADER
 from extproc.processing.admin import AdminEndpoints
 from extproc.processing.attempts import AttemptLog
 from extproc.routing import Resolver, apply_params, plan_clusters

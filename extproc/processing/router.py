@@ -29,7 +29,6 @@ from extproc.internalapi import (
     TOKENS_SAVED_HEADER,
 )
 from extproc.pipeline import Reject, RequestContext, RequestOutcome, Respond
-from extproc.pipeline.stages.sessions import A_LEG_STATE
 from extproc.processing.actions import Action, Continue, Reply
 from extproc.processing.exchange import Exchange
 from extproc.processing.frontends import dialect_for, match_endpoint
@@ -354,12 +353,10 @@ class RouterProcessor:
         ctx = self.ctx
         if ctx is not None:
             # Known from the headers already when the body never got that far.
-            session_id = ctx.session.id if ctx.session is not None else ctx.state.get(A_LEG_STATE)
-            if session_id:
-                headers[SESSION_ECHO_HEADER] = session_id
-            saved = ctx.state.get("tokens_saved")
-            if saved:
-                headers[TOKENS_SAVED_HEADER] = str(saved)
+            if ctx.a_leg:
+                headers[SESSION_ECHO_HEADER] = ctx.a_leg
+            if ctx.tokens_saved:
+                headers[TOKENS_SAVED_HEADER] = str(ctx.tokens_saved)
         return headers
 
     # -- errors and replies ------------------------------------------------------

@@ -34,10 +34,7 @@ from extproc.pipeline.stage import RequestOutcome, Stage
 from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.pipeline.toolgate import Rewrite, ToolCheck, ToolVerdict
 
-__all__ = ["SAVED_STATE", "CompressionStage"]
-
-#: ``ctx.state`` key: tokens this request's compression saved.
-SAVED_STATE = "tokens_saved"
+__all__ = ["CompressionStage"]
 _COMMAND_KEYS = ("command", "cmd")
 
 
@@ -81,7 +78,7 @@ class CompressionStage(Stage):
         report = compact_history(request.messages, keep_latest=self._keep_latest)
         if report.changed and report.tokens_saved > 0:
             # (A stub can be longer than a tiny result it replaces: nothing saved then.)
-            ctx.state[SAVED_STATE] = report.tokens_saved
+            ctx.tokens_saved = report.tokens_saved
             if self._saved is not None:
                 self._saved(report.tokens_saved)
         return None

@@ -25,6 +25,7 @@ import re2
 from extproc.canonical import CanonicalRequest, ReasoningDelta, StreamEvent, TextDelta
 from extproc.config.sessions import ReasoningConfig, ReasoningMode
 from extproc.errors import InvalidRequest
+from extproc.internalapi import REASONING_MODE_HEADER
 from extproc.pipeline.answer import AnswerFilter, Emit
 from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import Stage
@@ -34,7 +35,7 @@ from extproc.safety.tool_access import glob_to_regex
 
 __all__ = ["MODE_HEADER", "ReasoningStage"]
 
-MODE_HEADER = "x-llmproxy-reasoning-mode"
+MODE_HEADER = REASONING_MODE_HEADER
 _MODES = ("passthrough", "coerce_to_content", "drop")
 ThinkTags = Literal["keep", "reasoning", "drop"]
 

@@ -30,10 +30,8 @@ from extproc.sessions.ids import (
 )
 from extproc.sessions.session import Session, SessionBook
 
-__all__ = ["A_LEG_STATE", "ProviderLegStage", "SessionStage"]
+__all__ = ["ProviderLegStage", "SessionStage"]
 
-#: ``ctx.state`` key of the A-leg id known from the headers (before the body).
-A_LEG_STATE = "a_leg"
 _HEADER_CLIENT = "sessions.header_client"
 
 
@@ -58,7 +56,7 @@ class SessionStage(Stage):
         before its body is read (invalid JSON...) is still filed under it."""
         client = header_session(ctx.headers, self._header)
         if client is not None:
-            ctx.session_id = ctx.state[A_LEG_STATE] = a_leg_id(self._owner(ctx), client.id)
+            ctx.session_id = ctx.a_leg = a_leg_id(self._owner(ctx), client.id)
             ctx.state[_HEADER_CLIENT] = client
 
     def _owner(self, ctx: RequestContext) -> str:
@@ -82,9 +80,7 @@ class SessionStage(Stage):
             assert previous is not None
             _resume_chain(request, book.resolve_now(parent_alias(previous)))
         found = book.resolve_now(previous) if previous is not None and client is None else None
-        session = self._session(
-            owner, client, found, request, ctx.request_id, ctx.state.get(A_LEG_STATE)
-        )
+        session = self._session(owner, client, found, request, ctx.request_id, ctx.a_leg)
         book.load_now(session)
         self._begin(ctx, request, session, owner)
         return None
@@ -138,6 +134,7 @@ class SessionStage(Stage):
             # Never honoured across client keys (a chain id another key learned).
             session = Session(id=_isolated_id(), owner=owner, client=None, b_leg=session.b_leg)
         ctx.session = session
+        ctx.a_leg = session.id
         # Records (usage, captures, spans) name sessions the client named; a
         # one-request session is no grouping worth recording.
         ctx.session_id = None if session.isolated else session.id
