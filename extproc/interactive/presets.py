@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import re2
-
 from extproc.canonical import CanonicalRequest, Reasoning
 from extproc.config.sessions import PresetRuleConfig
-from extproc.safety.tool_access import glob_to_regex
+from extproc.safety.tool_access import compile_globs, matches_glob
 
 __all__ = ["Presets"]
 
@@ -18,15 +16,7 @@ class Presets:
 
     def __init__(self, presets: Mapping[str, Sequence[PresetRuleConfig]]) -> None:
         self._rules = {
-            name: [
-                (
-                    re2.compile("(?is)" + "|".join(f"(?:{glob_to_regex(g)})" for g in r.models))
-                    if r.models
-                    else None,
-                    r,
-                )
-                for r in rules
-            ]
+            name: [(compile_globs(r.models) if r.models else None, r) for r in rules]
             for name, rules in presets.items()
         }
 
@@ -36,7 +26,7 @@ class Presets:
 
     def rule(self, name: str, model: str) -> PresetRuleConfig | None:
         for pattern, rule in self._rules.get(name, ()):
-            if pattern is None or pattern.fullmatch(model) is not None:
+            if pattern is None or matches_glob(pattern, model):
                 return rule
         return None
 

@@ -66,7 +66,15 @@ from typing import Generic, TypeVar
 
 import re2
 
-__all__ = ["ToolFilter", "ToolPolicy", "ToolRule", "ToolScope", "glob_to_regex"]
+__all__ = [
+    "ToolFilter",
+    "ToolPolicy",
+    "ToolRule",
+    "ToolScope",
+    "compile_globs",
+    "glob_to_regex",
+    "matches_glob",
+]
 
 #: ``for_scope`` results kept (scopes repeat: one per agent, model and key).
 _CACHE_SIZE = 1024
@@ -149,7 +157,7 @@ def _char_class(glob: str, start: int) -> tuple[str, int]:
     return ("[^" if negate else "[") + "".join(parts) + "]", end + 1
 
 
-def _compile(globs: Sequence[str], *, ignore_case: bool) -> re2._Regexp[str]:
+def compile_globs(globs: Sequence[str], *, ignore_case: bool = True) -> re2._Regexp[str]:
     """One RE2 matching any of ``globs`` (whole string: use ``fullmatch``)."""
     flags = "(?si)" if ignore_case else "(?s)"
     union = "|".join(f"(?:{glob_to_regex(glob)})" for glob in globs)
@@ -159,7 +167,8 @@ def _compile(globs: Sequence[str], *, ignore_case: bool) -> re2._Regexp[str]:
         raise ValueError(f"invalid patterns {list(globs)!r}: {exc}") from exc
 
 
-def _matches(regex: re2._Regexp[str] | None, text: str) -> bool:
+def matches_glob(regex: re2._Regexp[str] | None, text: str) -> bool:
+    """``regex`` (from :func:`compile_globs`) matches all of ``text``; None matches nothing."""
     if regex is None:
         return False
     try:
@@ -248,21 +257,24 @@ class _CompiledRule:
         return cls(
             index=index,
             rule=rule,
-            models=_compile(rule.models, ignore_case=True) if rule.models else None,
+            models=compile_globs(rule.models, ignore_case=True) if rule.models else None,
             keys=frozenset(rule.keys) if rule.keys else None,
-            agents=_compile(rule.agents, ignore_case=True) if rule.agents else None,
-            deny=_compile(rule.deny, ignore_case=False) if rule.deny else None,
+            agents=compile_globs(rule.agents, ignore_case=True) if rule.agents else None,
+            deny=compile_globs(rule.deny, ignore_case=False) if rule.deny else None,
         )
 
     def applies(self, scope: ToolScope) -> bool:
         if self.keys is not None and scope.key_id not in self.keys:
             return False
         if self.models is not None and not (
-            _matches(self.models, scope.model)
-            or (scope.requested_model is not None and _matches(self.models, scope.requested_model))
+            matches_glob(self.models, scope.model)
+            or (
+                scope.requested_model is not None
+                and matches_glob(self.models, scope.requested_model)
+            )
         ):
             return False
-        return self.agents is None or _matches(self.agents, scope.user_agent)
+        return self.agents is None or matches_glob(self.agents, scope.user_agent)
 
 
 # -- filter and policy -----------------------------------------------------------
@@ -277,8 +289,8 @@ class ToolFilter:
         self._rules = tuple(rules)
         deny = [glob for r in self._rules for glob in r.rule.deny]
         allow = [glob for r in self._rules for glob in r.rule.allow]
-        self._deny = _compile(deny, ignore_case=False) if deny else None
-        self._allow = _compile(allow, ignore_case=False) if allow else None
+        self._deny = compile_globs(deny, ignore_case=False) if deny else None
+        self._allow = compile_globs(allow, ignore_case=False) if allow else None
         self._allow_list = bool(allow)
 
     @property
@@ -288,16 +300,16 @@ class ToolFilter:
 
     def allows(self, tool_name: str) -> bool:
         """Whether a tool of this name may be offered to / called by the model."""
-        if _matches(self._deny, tool_name):
+        if matches_glob(self._deny, tool_name):
             return False
-        return not self._allow_list or _matches(self._allow, tool_name)
+        return not self._allow_list or matches_glob(self._allow, tool_name)
 
     def denial(self, tool_name: str) -> str | None:
         """None when allowed; else why not (names the rule, never the key)."""
         if self.allows(tool_name):
             return None
         for compiled in self._rules:
-            if _matches(compiled.deny, tool_name):
+            if matches_glob(compiled.deny, tool_name):
                 return f"tool {tool_name!r} is denied by tool rule {compiled.index + 1}"
         rules = ", ".join(str(r.index + 1) for r in self._rules if r.rule.allow)
         return f"tool {tool_name!r} is not in the allow-list of tool rule(s) {rules}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from extproc.sessions.ids import ClientSession, answer_key, parent_alias
@@ -49,8 +49,6 @@ class Session:
     b_leg: str
     #: The stored state (None: nothing stored yet).
     state: SessionState | None = None
-    #: Set by stages that changed the state this request.
-    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def isolated(self) -> bool:

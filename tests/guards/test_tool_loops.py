@@ -636,7 +636,7 @@ def test_normalize_output_ignores_volatile_parts(a: str, b: str) -> None:
         ("3 failed, 2 passed", "2 failed, 3 passed"),
         ("line 41", "line 42"),
         ("  indented", "indented"),
-        ("/tmp/work/a.py", "/tmp/work/b.py"),
+        ("/tmp/proj/a.py", "/tmp/proj/b.py"),
         ("commit 1a2b3c4", "commit 9f8e7d6"),
         ("a\nb", "a b"),
         ("exit 1", "exit 2"),

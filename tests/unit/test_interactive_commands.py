@@ -597,14 +597,14 @@ def test_every_way_to_name_a_model_is_checked_against_the_keys_models() -> None:
 
 
 def test_project_dir_must_stay_inside_the_allowed_roots() -> None:
-    env = make_env(project_roots=("/srv/work/", "/home/alice"))
-    for path in ("/srv/work", "/srv/work/app", "/home/alice/x/y"):
+    env = make_env(project_roots=("/srv/proj/", "/home/alice"))
+    for path in ("/srv/proj", "/srv/proj/app", "/home/alice/x/y"):
         do(env, f"!/set(project-dir={path})")
         assert env.state.settings["project-dir"] == path
-    for path in ("/srv/workshop", "/srv", "/etc", "/home/alice-evil/x"):
+    for path in ("/srv/projshop", "/srv", "/etc", "/home/alice-evil/x"):
         message = refused(env, f"!/set(project-dir={path})")
         assert message == (
-            f"project-dir '{path}' is outside the directories allowed here: /srv/work/, /home/alice"
+            f"project-dir '{path}' is outside the directories allowed here: /srv/proj/, /home/alice"
         )
     # Without roots, any absolute path.
     env = make_env()

@@ -89,7 +89,9 @@ class InteractiveStage(Stage):
         session = ctx.session
         chosen = session.setting("command-prefix") if session is not None else None
         newest = _newest_user_turn(request)
-        scans, prefix = _strip_history(request, str(chosen) if chosen else None, self._prefix)
+        scans, prefix = _strip_history(
+            request, newest, str(chosen) if chosen else None, self._prefix
+        )
         if newest is not None and id(newest) in scans:
             return self._commands(ctx, request, session, prefix, scans[id(newest)], newest)
         if session is not None and session.state is not None:
@@ -320,7 +322,7 @@ def _prefix_change(result: Scan, current: str) -> str:
 
 
 def _strip_history(
-    request: CanonicalRequest, chosen: str | None, configured: str
+    request: CanonicalRequest, newest: Message | None, chosen: str | None, configured: str
 ) -> tuple[dict[int, list[Scan]], str]:
     """Remove command text from every user message: the scans by message, and
     the prefix the newest turn was read with.
@@ -335,7 +337,6 @@ def _strip_history(
     """
     found: dict[int, list[Scan]] = {}
     newest_prefix = chosen or configured
-    newest = _newest_user_turn(request)
     current = configured
     for message in request.messages:
         if message.role != "user":

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import re2
-
 from extproc.config.safety import KeyPolicyConfig
 from extproc.pipeline.context import RequestContext
-from extproc.safety.tool_access import glob_to_regex
+from extproc.safety.tool_access import compile_globs, matches_glob
 
 __all__ = ["KeyPolicies"]
 
@@ -37,11 +35,7 @@ class KeyPolicies:
     ) -> None:
         self._safety_toggles = safety_toggles
         self._disabled = {key: frozenset(p.disable) for key, p in policies.items() if p.disable}
-        self._models = {
-            key: re2.compile("(?is)" + "|".join(f"(?:{glob_to_regex(g)})" for g in p.models))
-            for key, p in policies.items()
-            if p.models
-        }
+        self._models = {key: compile_globs(p.models) for key, p in policies.items() if p.models}
 
     def disabled(self, ctx: RequestContext, stage: str) -> bool:
         """The stage is turned off for this request's client key, or by its session."""
@@ -64,4 +58,4 @@ class KeyPolicies:
             return True
         key = ctx.client_key_id
         pattern = self._models.get(key) if key is not None else None
-        return pattern is None or pattern.fullmatch(model) is not None
+        return pattern is None or matches_glob(pattern, model)

@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, cast
 
-import re2
-
 from extproc.canonical import CanonicalRequest, ReasoningDelta, StreamEvent, TextDelta
 from extproc.config.sessions import ReasoningConfig, ReasoningMode
 from extproc.errors import InvalidRequest
@@ -31,7 +29,7 @@ from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import Stage
 from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.rewrite import ThinkSplitter
-from extproc.safety.tool_access import glob_to_regex
+from extproc.safety.tool_access import compile_globs, matches_glob
 
 __all__ = ["MODE_HEADER", "ReasoningStage"]
 
@@ -46,10 +44,7 @@ class ReasoningStage(Stage):
     def __init__(self, config: ReasoningConfig, policies: KeyPolicies | None = None) -> None:
         self._policies = policies
         self._default: ReasoningMode = config.mode
-        self._rules = [
-            (re2.compile("(?is)" + "|".join(f"(?:{glob_to_regex(g)})" for g in r.agents)), r.mode)
-            for r in config.rules
-        ]
+        self._rules = [(compile_globs(r.agents), r.mode) for r in config.rules]
         self._think: ThinkTags = config.think_tags
 
     def mode(self, ctx: RequestContext) -> ReasoningMode:
@@ -64,7 +59,7 @@ class ReasoningStage(Stage):
             return cast(ReasoningMode, value)
         agent = ctx.headers.get("user-agent", "")
         for pattern, mode in self._rules:
-            if pattern.fullmatch(agent) is not None:
+            if matches_glob(pattern, agent):
                 return mode
         return self._default
 

@@ -28,7 +28,7 @@ from extproc.pipeline.context import RequestContext
 from extproc.pipeline.stage import RequestOutcome, Stage
 from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.rewrite import StreamRewriter, TextRewriter, TextRule
-from extproc.safety.tool_access import glob_to_regex
+from extproc.safety.tool_access import compile_globs, matches_glob
 
 __all__ = ["RewriteStage"]
 
@@ -36,7 +36,7 @@ __all__ = ["RewriteStage"]
 def _globs(globs: Sequence[str]) -> re2._Regexp[str] | None:
     if not globs:
         return None
-    return re2.compile("(?is)" + "|".join(f"(?:{glob_to_regex(g)})" for g in globs))
+    return compile_globs(globs)
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ class _Scoped:
     agents: re2._Regexp[str] | None
 
     def applies(self, model: str, key: str | None, agent: str) -> bool:
-        if self.models is not None and self.models.fullmatch(model) is None:
+        if self.models is not None and not matches_glob(self.models, model):
             return False
         if self.keys and key not in self.keys:
             return False
-        return self.agents is None or self.agents.fullmatch(agent) is not None
+        return self.agents is None or matches_glob(self.agents, agent)
 
 
 class RewriteStage(Stage):

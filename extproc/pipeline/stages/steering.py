@@ -25,7 +25,7 @@ from extproc.pipeline.stages.arguments import tool_arguments
 from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.pipeline.toolgate import Block, ToolCheck, ToolVerdict
 from extproc.safety.commands import commands_in_tool_call
-from extproc.safety.tool_access import glob_to_regex
+from extproc.safety.tool_access import compile_globs, matches_glob
 from extproc.sessions.session import Session, SessionBook
 from extproc.sessions.state import SessionState
 
@@ -57,9 +57,7 @@ class SteeringStage(Stage):
             _Rule(
                 r.id,
                 re2.compile(r.trigger),
-                re2.compile("(?is)" + "|".join(f"(?:{glob_to_regex(g)})" for g in r.tools))
-                if r.tools
-                else None,
+                compile_globs(r.tools) if r.tools else None,
                 r.message,
                 r.window,
             )
@@ -119,7 +117,7 @@ class _SteeringCheck:
         now = stage._clock()
         fired = self._session.state.steering if self._session and self._session.state else {}
         for rule in stage._rules:
-            if rule.tools is not None and rule.tools.fullmatch(call.name) is None:
+            if rule.tools is not None and not matches_glob(rule.tools, call.name):
                 continue
             if not any(rule.trigger.search(c) for c in commands):
                 continue
