@@ -16,6 +16,10 @@ AUTH_STYLES: tuple[AuthStyle, ...] = ("bearer", "x-api-key", "x-goog-api-key", "
 #: Wire schemas a backend can speak (each has a codec in extproc.codecs).
 SCHEMAS: tuple[str, ...] = ("openai-chat", "openai-responses", "anthropic", "gemini")
 
+#: Where the local model server the proxy can start (``local_model:``) listens by
+#: default; the ``local`` type's base URL follows ``local_model.port``.
+LOCAL_MODEL_PORT = 8091
+
 
 @dataclass(frozen=True)
 class RequestQuirks:
@@ -75,6 +79,9 @@ class BackendType:
     #: Config ``options`` this type takes, and the headers each one sets.
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     quirks: RequestQuirks = field(default_factory=RequestQuirks)
+    #: False: an instance answers without a key (a server on this machine), so
+    #: a key-less instance still counts as configured (``default_backend: a|b``).
+    key_required: bool = True
     description: str = ""
 
 
@@ -98,6 +105,16 @@ CATALOG: dict[str, BackendType] = {
             schema="openai-chat",
             default_base_url=None,
             description="Any server speaking OpenAI Chat Completions (vLLM, llama.cpp, ...).",
+        ),
+        BackendType(
+            name="local",
+            schema="openai-chat",
+            default_base_url=f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1",
+            key_required=False,
+            description=(
+                "The local model server the proxy starts itself (local_model: in the config), "
+                "llama-cpp-python with the bundled SmolLM2 by default; no key, no network."
+            ),
         ),
         BackendType(
             name="openai-responses",

@@ -24,6 +24,9 @@ command -v git >/dev/null || need_apt+=(git)
 # Debian puts initdb/pg_ctl under /usr/lib/postgresql/<version>/bin, off PATH).
 command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
   || need_apt+=(postgresql)
+# Redis server for the shared-state tests (several extproc replicas; the tests start
+# their own throwaway redis-server on a free port).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -yq "${need_apt[@]}"

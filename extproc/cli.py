@@ -7,22 +7,36 @@ Commands:
 * ``envoy-config``: print the Envoy bootstrap generated from the config.
 * ``capture``: list, show, export and replay captured exchanges
   (``python -m extproc capture --help``; docs/capture.md).
+* ``config``: ``config check FILE`` validates a config, ``config show``
+  prints the effective one with the source of every value
+  (:mod:`extproc.config_cli`).
+* ``key-id``, ``hash-key``: a client key's id, a key's hash (keys on stdin).
+
+Configuration layers, lowest first: defaults, the ``--config`` file,
+``LLM_PROXY_*`` environment variables (a ``.env`` file's included), flags
+(docs/configuration.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from extproc.config import Config, load_config
+from extproc.config import Config
+from extproc.config.envfile import read_env_file
+from extproc.config.loader import resolve_config
+from extproc.config.sources import Provenance
 from extproc.errors import ConfigError
+
+__all__ = ["FLAGS", "Loaded", "build_parser", "load_from_args", "main", "overrides_from"]
 
 log = logging.getLogger("extproc")
 
@@ -36,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Commands: serve (default), envoy-config (print the Envoy bootstrap), "
             "capture (list/show/export/replay wire captures; capture --help), "
+            "config (config check FILE: validate; config show: the effective config), "
             "key-id (the id of a client key read from stdin, for routing.rewrites), "
             "hash-key (sha256:<hex> of a key read from stdin, for api_keys)."
         ),
@@ -51,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpc-host", help="ext_proc gRPC address (default 127.0.0.1)")
     parser.add_argument("--grpc-port", type=int, help="ext_proc gRPC port (default 50051)")
     parser.add_argument("--admin-port", type=int, help="Envoy admin port (default 9901)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="ext_proc worker processes on grpc-port..grpc-port+N-1 (default 1: in-process)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="seconds requests in flight may take to finish on SIGTERM (default 25)",
+    )
     parser.add_argument(
         "--default-backend", help="backend[:model] for models no route names (e.g. openai:gpt-4o)"
     )
@@ -79,6 +104,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="no per-conversation sessions (sessions.enabled: false)",
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="NAME=value file read into the environment, never overriding it "
+        "(default: .env in the current directory, if any)",
+    )
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="no Prometheus endpoint (metrics.enabled: false)"
+    )
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port (metrics.port)")
+    parser.add_argument(
+        "--capture",
+        metavar="DIR",
+        help="capture wire traffic into DIR (capture.enabled, capture.directory)",
+    )
+    parser.add_argument(
+        "--usage-db",
+        metavar="URL",
+        help="usage accounting into sqlite:///path or postgresql://... (usage.enabled, "
+        "usage.database)",
+    )
+    parser.add_argument(
+        "--tracing-endpoint",
+        metavar="URL",
+        help="OpenTelemetry spans to this OTLP/HTTP endpoint (tracing.enabled, "
+        "tracing.otlp_endpoint)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share state between replicas through Redis (state.backend: redis, state.redis_url)",
+    )
+    parser.add_argument(
+        "--disable-redaction",
+        action="store_true",
+        help="leave secrets in prompts and answers (redaction.enabled: false)",
+    )
+    parser.add_argument(
+        "--disable-loop-detection",
+        action="store_true",
+        help="do not cut answers that repeat themselves (loop_detection.enabled: false)",
+    )
     parser.add_argument("--ca-file", help="envoy-config: CA bundle path to write into TLS contexts")
     return parser
 
@@ -91,6 +158,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "grpc_host": args.grpc_host,
         "grpc_port": args.grpc_port,
         "admin_port": args.admin_port,
+        "workers": args.workers,
+        "shutdown.drain_timeout": args.drain_timeout,
         "default_backend": args.default_backend,
         "multi_user_mode": args.multi_user_mode,
         "log_level": args.log_level,
@@ -102,7 +171,85 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         out["sessions.enabled"] = False
     if args.api_keys is not None:
         out["api_keys"] = [k.strip() for k in args.api_keys.split(",") if k.strip()]
+    if args.no_metrics:
+        out["metrics.enabled"] = False
+    out["metrics.port"] = args.metrics_port
+    if args.capture is not None:
+        out["capture.enabled"] = True
+        out["capture.directory"] = args.capture
+    if args.usage_db is not None:
+        out["usage.enabled"] = True
+        out["usage.database"] = args.usage_db
+    if args.tracing_endpoint is not None:
+        out["tracing.enabled"] = True
+        out["tracing.otlp_endpoint"] = args.tracing_endpoint
+    if args.redis_url is not None:
+        out["state.backend"] = "redis"
+        out["state.redis_url"] = args.redis_url
+    if args.disable_redaction:
+        out["redaction.enabled"] = False
+    if args.disable_loop_detection:
+        out["loop_detection.enabled"] = False
     return out
+
+
+#: Config key -> the flag that sets it (``config show`` names it as the source).
+FLAGS: dict[str, str] = {
+    "host": "--host",
+    "port": "--port",
+    "anthropic_port": "--anthropic-port",
+    "grpc_host": "--grpc-host",
+    "grpc_port": "--grpc-port",
+    "admin_port": "--admin-port",
+    "workers": "--workers",
+    "shutdown.drain_timeout": "--drain-timeout",
+    "default_backend": "--default-backend",
+    "multi_user_mode": "--multi-user-mode",
+    "log_level": "--log-level",
+    "routing.static_route": "--static-route",
+    "interactive.enabled": "--disable-interactive-commands",
+    "sessions.enabled": "--disable-sessions",
+    "api_keys": "--api-keys",
+    "metrics.enabled": "--no-metrics",
+    "metrics.port": "--metrics-port",
+    "capture.enabled": "--capture",
+    "capture.directory": "--capture",
+    "usage.enabled": "--usage-db",
+    "usage.database": "--usage-db",
+    "tracing.enabled": "--tracing-endpoint",
+    "tracing.otlp_endpoint": "--tracing-endpoint",
+    "state.backend": "--redis-url",
+    "state.redis_url": "--redis-url",
+    "redaction.enabled": "--disable-redaction",
+    "loop_detection.enabled": "--disable-loop-detection",
+}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A config read from every layer, with where its values came from."""
+
+    config: Config
+    provenance: Provenance
+    #: The ``.env`` file read (None: none) and its variables (never printed).
+    env_file: Path | None
+    dotenv: dict[str, str]
+
+
+def load_from_args(args: argparse.Namespace) -> Loaded:
+    """Defaults < ``--config`` file < environment (and ``.env``) < flags, then route checks.
+
+    Raises :class:`ConfigError`.
+    """
+    env_file, dotenv = read_env_file(args.env_file)
+    config, provenance = resolve_config(
+        args.config, overrides_from(args), dotenv=dotenv, flags=FLAGS
+    )
+    # Routes are checked beyond the schema (e.g. pool target parameters).
+    from extproc.routing import plan_clusters
+
+    plan_clusters(config)
+    return Loaded(config, provenance, env_file, dotenv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,17 +263,25 @@ def main(argv: list[str] | None = None) -> int:
         return hash_key_main(argv[1:])
     if argv and argv[0] == "key-id":
         return key_id_main(argv[1:])
+    if argv and argv[0] == "config":
+        from extproc.config_cli import main as config_main
+
+        return config_main(argv[1:])
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
+    if command == "serve" and hasattr(signal, "SIGHUP"):
+        # Until the server installs its reload handler, a SIGHUP (a reload sent
+        # while this process starts) must not end it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, overrides_from(args))
-        # Routes are checked beyond the schema (e.g. pool target parameters).
-        from extproc.routing import plan_clusters
-
-        plan_clusters(config)
+        loaded = load_from_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    config = loaded.config
+    for name, value in loaded.dotenv.items():
+        # The .env file's variables reach the processes the proxy starts, too.
+        os.environ.setdefault(name, value)
     if command == "envoy-config":
         from extproc.envoy_config import build_bootstrap, render
 
@@ -136,217 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from extproc.server.serve import serve
+
+    def reload_config() -> Config:
+        # A reload reads the same file, environment, .env file and flags again.
+        return load_from_args(args).config
+
+    load = reload_config if args.config is not None else None
     try:
-        return asyncio.run(serve(config, with_envoy=not args.no_envoy))
+        return asyncio.run(serve(config, with_envoy=not args.no_envoy, load=load))
     except KeyboardInterrupt:
         return 130
-
-
-async def serve(config: Config, *, with_envoy: bool) -> int:
-    from extproc.envoy_config import build_bootstrap, render
-    from extproc.observe.capture_feed import CaptureFeed
-    from extproc.processing import App
-    from extproc.server import start_grpc_server
-    from extproc.server.capture_process import CaptureProcess, CaptureProcessError
-    from extproc.server.envoy_process import EnvoyError, EnvoyProcess, find_envoy
-    from extproc.sessions import SessionStoreError
-
-    _warn_about(config)
-    try:
-        observability = _Observability.start(config)
-    except Exception as exc:  # a database or port we cannot use: say so, exit non-zero
-        log.error("cannot start observability: %s", exc)
-        return 1
-    try:
-        app = App(config, observability.telemetry)
-    except SessionStoreError as exc:  # e.g. a sessions.sqlite_path we cannot open
-        log.error("cannot start sessions: %s", exc)
-        observability.close()
-        return 1
-    feed = None
-    if config.capture.enabled and not config.capture.observers:
-        # The roles record; the capture process encodes and writes.
-        feed = CaptureFeed(config.capture.queue_size)
-    try:
-        server = await start_grpc_server(app, config.grpc_host, config.grpc_port, feed)
-    except OSError as exc:
-        log.error("%s", exc)
-        if feed is not None:
-            feed.close()
-        if app.sessions is not None:
-            await app.sessions.close()
-        observability.close()
-        return 1
-    capture: CaptureProcess | None = None
-    supervisor: asyncio.Task[None] | None = None
-    if config.capture.enabled:
-        capture = CaptureProcess(config, feed)
-        try:
-            await capture.start()
-        except CaptureProcessError as exc:
-            log.error("%s", exc)
-            if feed is not None:
-                feed.close()
-            await server.stop(grace=0)
-            observability.close()
-            return 1
-        observability.watch_capture(capture)
-        supervisor = asyncio.ensure_future(capture.supervise())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    envoy: EnvoyProcess | None = None
-    code = 0
-    try:
-        if with_envoy:
-            envoy = EnvoyProcess(
-                find_envoy(config.envoy.binary),
-                render(build_bootstrap(config)),
-                admin_port=config.admin_port,
-                log_level=config.envoy.log_level,
-                concurrency=config.envoy.concurrency,
-            )
-            await envoy.start()
-            await envoy.wait_ready()
-            base = f"http://{_url_host(config.host)}:{config.port}"
-            anthropic = (
-                f"; Anthropic clients: http://{_url_host(config.host)}:{config.anthropic_port}"
-                if config.anthropic_port
-                else ""
-            )
-            log.info(
-                "proxy ready on %s (OpenAI base URL %s/v1, Gemini %s, Anthropic %s/anthropic%s);"
-                " Envoy admin on 127.0.0.1:%d",
-                base,
-                base,
-                base,
-                base,
-                anthropic,
-                config.admin_port,
-            )
-        else:
-            log.info(
-                "serving ext_proc only on %s:%d (--no-envoy); point your Envoy at it "
-                "(python -m extproc envoy-config prints a bootstrap)",
-                config.grpc_host,
-                config.grpc_port,
-            )
-        code = await _run_until_stopped(stop, envoy)
-    except EnvoyError as exc:
-        log.error("%s", exc)
-        code = 1
-    finally:
-        if envoy is not None:
-            await envoy.stop()
-        await server.stop(grace=2.0)
-        if app.sessions is not None:
-            # Pending session bookkeeping is written, then the store is closed.
-            await app.sessions.close()
-        if supervisor is not None:
-            supervisor.cancel()
-        if capture is not None:
-            await capture.stop()
-        await asyncio.to_thread(observability.close)
-        log.info("stopped")
-    return code
-
-
-class _Observability:
-    """The background parts of observability in this process: metrics server, usage writer."""
-
-    def __init__(self, telemetry: Any) -> None:
-        self.telemetry = telemetry
-
-    @classmethod
-    def start(cls, config: Config) -> _Observability:
-        from extproc.observe.telemetry import Telemetry
-
-        telemetry = Telemetry.from_config(config)
-        try:
-            metrics = telemetry.metrics
-            if config.metrics.enabled:
-                try:
-                    _, port = metrics.serve(config.metrics.host, config.metrics.port)
-                except OSError as exc:
-                    raise OSError(
-                        f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: "
-                        f"{exc} (set metrics.port, or metrics.enabled: false)"
-                    ) from exc
-                log.info("metrics on http://%s:%d/metrics", _url_host(config.metrics.host), port)
-            if telemetry.usage is not None:
-                usage = telemetry.usage
-                metrics.watch_queue(
-                    "usage", depth=lambda: usage.queue_depth, dropped=lambda: usage.dropped
-                )
-                log.info("usage accounting to %s", _safe_url(config.usage.database))
-            if config.capture.enabled:
-                log.info(
-                    "capturing wire traffic to %s (%s)",
-                    Path(config.capture.directory).resolve(),
-                    "observer filters" if config.capture.observers else "from the proxy's roles",
-                )
-            if config.tracing.enabled:
-                log.info(
-                    "tracing on%s",
-                    f", exporting to {config.tracing.otlp_endpoint}"
-                    if config.tracing.otlp_endpoint
-                    else " (no otlp_endpoint: spans are not exported)",
-                )
-        except BaseException:
-            telemetry.close()
-            raise
-        return cls(telemetry)
-
-    def watch_capture(self, capture: Any) -> None:
-        """The capture process's queue in this process's metrics."""
-        self.telemetry.metrics.watch_queue(
-            "capture", depth=lambda: capture.queue_depth, dropped=lambda: capture.dropped
-        )
-
-    def close(self) -> None:
-        self.telemetry.close()
-
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-async def _run_until_stopped(stop: asyncio.Event, envoy: Any) -> int:
-    waiters = {asyncio.ensure_future(stop.wait())}
-    envoy_exit = asyncio.ensure_future(envoy.wait()) if envoy is not None else None
-    if envoy_exit is not None:
-        waiters.add(envoy_exit)
-    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if envoy_exit is not None and envoy_exit in done:
-        log.error("Envoy exited unexpectedly with code %s; shutting down", envoy_exit.result())
-        return 1
-    log.info("shutting down")
-    return 0
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _warn_about(config: Config) -> None:
-    if not config.backends:
-        log.warning("no backends configured: every generation request will be answered 404")
-    for name, backend in config.backends.items():
-        if backend.api_key is None or not backend.api_key.get_secret_value():
-            log.warning("backend %s has no api_key; requests go out unauthenticated", name)
 
 
 def _each_key(argv: list[str], usage: str, show: Callable[[str], str]) -> int:

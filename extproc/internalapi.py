@@ -10,11 +10,14 @@ from __future__ import annotations
 __all__ = [
     "CLUSTER_HEADER",
     "EXT_PROC_FILTER",
+    "GENERATION_METADATA",
+    "HEALTH_PATH",
     "HOST_METADATA_ATTRIBUTE",
     "INTERNAL_PREFIX",
     "METADATA_NAMESPACE",
     "OBSERVE_CLIENT_ROLE",
     "OBSERVE_PROVIDER_ROLE",
+    "READY_PATH",
     "REASONING_MODE_HEADER",
     "ROLE_METADATA",
     "ROUTE_HEADER",
@@ -42,6 +45,9 @@ ROUTE_HEADER = "x-llm-route"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 #: gRPC metadata naming the role of an ext_proc filter (set in the bootstrap).
 ROLE_METADATA = "x-llm-role"
+#: gRPC metadata: the generation of the Envoy bootstrap a stream comes from (a
+#: hash of it), so an extproc serves each Envoy with the config it was built from.
+GENERATION_METADATA = "x-llm-generation"
 #: Roles of the observability-mode filters (wire capture with ``capture.observers``).
 OBSERVE_CLIENT_ROLE = "observe-client"
 OBSERVE_PROVIDER_ROLE = "observe-provider"
@@ -54,3 +60,10 @@ SESSION_ECHO_HEADER = "x-b2bua-session-id"
 TOKENS_SAVED_HEADER = "x-llmproxy-tokens-saved"
 #: The client's choice of what happens to reasoning (a proxy control, never forwarded).
 REASONING_MODE_HEADER = "x-llmproxy-reasoning-mode"
+
+#: Probes on the client listeners, never forwarded upstream. Liveness: Envoy
+#: answers ``/health`` itself. Readiness: Envoy's health-check filter answers
+#: ``/ready`` with 503 while Envoy drains or is failed; otherwise the ROUTER role
+#: answers it (no healthy replica: the ext_proc failure is a 503 too).
+HEALTH_PATH = "/health"
+READY_PATH = "/ready"

@@ -40,6 +40,14 @@ Memory
     At most ``max_entries`` subjects are kept (both dimensions together);
     beyond that the subject whose last reported failure is oldest (ignored
     ones included) is dropped first, even if it is still locked.
+
+Replicas
+    With shared state (``state.backend: redis``) each counted failure and
+    each forgotten subject is reported to the ``on_change`` hook as a record
+    keyed ``address:<address>`` or ``key:<key id>`` (wall-clock times), and
+    :meth:`Lockout.apply_remote` merges another replica's record: the larger
+    count, the later lockout end. A success elsewhere forgets a subject here
+    only if it was neither failed nor locked after that success.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Lockout"]
 
@@ -98,6 +107,9 @@ class Lockout:
         self._clock = clock
         self._subjects: OrderedDict[tuple[str, str], _Subject] = OrderedDict()
         self._lock = threading.Lock()
+        #: Called (outside the lock) with ``(subject, record)`` after each counted
+        #: failure and each forgotten subject (shared state; None: not shared).
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
     def __len__(self) -> int:
         """Subjects currently remembered (both dimensions)."""
@@ -128,6 +140,7 @@ class Lockout:
         """
         now = self._clock()
         started: float | None = None
+        changed: list[tuple[tuple[str, str], _Subject]] = []
         with self._lock:
             for key in self._keys(address, key_id):
                 subject = self._subjects.get(key)
@@ -149,12 +162,75 @@ class Lockout:
                     started = max(started or 0.0, subject.lock)
                 self._subjects[key] = subject
                 self._subjects.move_to_end(key)
+                if self.on_change is not None:
+                    changed.append((key, _Subject(**vars(subject))))
             while len(self._subjects) > self.max_entries:
                 self._subjects.popitem(last=False)
+        if changed and self.on_change is not None:
+            wall = time.time()
+            for (dimension, value), subject in changed:
+                self.on_change(f"{dimension}:{value}", self._record(subject, now, wall))
         return started
 
     def success(self, address: str, key_id: str | None) -> None:
         """A key check passed: forget this address's failures (and the key id's)."""
         with self._lock:
-            for key in self._keys(address, key_id):
-                self._subjects.pop(key, None)
+            gone = [key for key in self._keys(address, key_id) if self._subjects.pop(key, None)]
+        if gone and self.on_change is not None:
+            record = {"at": time.time(), "gone": True}
+            for dimension, value in gone:
+                self.on_change(f"{dimension}:{value}", record)
+
+    def apply_remote(self, subject: str, record: dict[str, Any]) -> None:
+        """Merge another replica's record of ``subject`` (``address:...`` / ``key:...``)."""
+        dimension, _, value = subject.partition(":")
+        if dimension not in (_ADDRESS, _KEY) or not value:
+            return
+        key = (dimension, value)
+        now, wall = self._clock(), time.time()
+
+        def local(epoch: float) -> float:
+            return now + (epoch - wall)
+
+        with self._lock:
+            mine = self._subjects.get(key)
+            if record.get("gone"):
+                at = local(float(record["at"]))
+                if mine is not None and mine.last_failure <= at and mine.locked_until <= at:
+                    del self._subjects[key]
+                return
+            locked = float(record["locked_until"])
+            theirs = _Subject(
+                failures=int(record["failures"]),
+                last_failure=local(float(record["last_failure"])),
+                locked_until=local(locked) if locked else 0.0,
+                lock=float(record["lock"]),
+            )
+            if now >= theirs.quiet_since() + self.max_seconds:
+                return  # forgotten already
+            if mine is None or now >= mine.quiet_since() + self.max_seconds:
+                mine = theirs
+            else:
+                mine.failures = max(mine.failures, theirs.failures)
+                mine.last_failure = max(mine.last_failure, theirs.last_failure)
+                mine.locked_until = max(mine.locked_until, theirs.locked_until)
+                mine.lock = max(mine.lock, theirs.lock)
+            self._subjects[key] = mine
+            self._subjects.move_to_end(key)
+            while len(self._subjects) > self.max_entries:
+                self._subjects.popitem(last=False)
+
+    def _record(self, subject: _Subject, now: float, wall: float) -> dict[str, Any]:
+        """The shared-state record of ``subject`` (wall-clock times: they cross processes)."""
+
+        def epoch(t: float) -> float:
+            return wall + (t - now)
+
+        return {
+            "failures": subject.failures,
+            "last_failure": epoch(subject.last_failure),
+            "locked_until": epoch(subject.locked_until) if subject.locked_until else 0.0,
+            "lock": subject.lock,
+            "at": wall,
+            "expires": epoch(subject.quiet_since() + self.max_seconds),
+        }

@@ -1,10 +1,17 @@
 """Load a :class:`~extproc.config.model.Config` from YAML, environment and CLI.
 
+Layers, lowest first: the schema's defaults, the config file, ``LLM_PROXY_*``
+environment variables (:mod:`extproc.config.env`; a ``.env`` file's values
+count as environment, :mod:`extproc.config.envfile`), CLI overrides. The
+result is validated once; :func:`resolve_config` also says where each value
+came from (:mod:`extproc.config.sources`).
+
 * ``${VAR}`` and ``${VAR:-default}`` in YAML string values are replaced from
   the environment (after YAML parsing, so a value can never inject YAML);
   ``$${`` escapes a literal ``${``. A missing variable without a default is
   an error that names it.
-* CLI overrides are applied last, then the whole result is validated once.
+* :func:`build_config` is the layer-less core: parsed YAML, ``${VAR}``
+  substitution and dotted overrides, no ``LLM_PROXY_*`` mapping.
 """
 
 from __future__ import annotations
@@ -18,8 +25,19 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from extproc.config.env import env_settings
 from extproc.config.model import Config
+from extproc.config.sources import Provenance, set_path
 from extproc.errors import ConfigError
+
+__all__ = [
+    "build_config",
+    "env_references",
+    "load_config",
+    "load_yaml",
+    "resolve_config",
+    "substitute_env",
+]
 
 _ENV_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -51,6 +69,17 @@ def substitute_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
     return value
 
 
+def env_references(value: Any) -> set[str]:
+    """The variable names ``${NAME}`` references in a parsed YAML tree read."""
+    if isinstance(value, str):
+        return {m.group(2) for m in _ENV_RE.finditer(value) if not m.group(1)}
+    if isinstance(value, dict):
+        return set().union(*(env_references(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(env_references(v) for v in value))
+    return set()
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -75,38 +104,78 @@ def build_config(
     """Validate ``raw`` (parsed YAML) with env substitution and overrides."""
     data = substitute_env(dict(raw), os.environ if env is None else env)
     for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        # "routing.static_route": a nested key.
-        *parents, leaf = key.split(".")
-        target = data
-        for parent in parents:
-            child = target.get(parent)
-            target[parent] = child = dict(child) if isinstance(child, Mapping) else {}
-            target = child
-        target[leaf] = value
+        if value is not None:
+            # "routing.static_route": a nested key.
+            set_path(data, tuple(key.split(".")), value)
+    return _validate(data)
+
+
+def resolve_config(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    dotenv: Mapping[str, str] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> tuple[Config, Provenance]:
+    """The config from every layer, and where each value came from.
+
+    ``env``: the process environment (default ``os.environ``); ``dotenv``: a
+    ``.env`` file's variables, below ``env``; ``overrides``: dotted key ->
+    value from CLI flags (``None``: not given); ``flags``: dotted key -> the
+    flag that sets it, for provenance.
+    """
+    process = os.environ if env is None else env
+    merged = {**(dotenv or {}), **process}
+    provenance = Provenance()
+    raw = load_yaml(path) if path is not None else {}
+    where = f"{path}: " if path is not None else ""
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        data = substitute_env(raw, merged)
+        provenance.record_tree(data, "file")
+        # A name the file reads through ${NAME} is the file's, not a config key.
+        for setting in env_settings(merged, ignore=env_references(raw)):
+            set_path(data, setting.path, setting.value)
+            origin = "env" if setting.name in process else ".env"
+            provenance.record(setting.path, f"{origin} {setting.name}")
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            key_path = tuple(key.split("."))
+            set_path(data, key_path, value)
+            flag = (flags or {}).get(key)
+            provenance.record(key_path, f"cli {flag}" if flag else "cli")
+        return _validate(data, provenance), provenance
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def load_config(
     path: Path | None,
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    dotenv: Mapping[str, str] | None = None,
 ) -> Config:
-    raw = load_yaml(path) if path is not None else {}
+    """The config from every layer (:func:`resolve_config` without provenance)."""
+    return resolve_config(path, overrides, env, dotenv=dotenv)[0]
+
+
+def _validate(data: Mapping[str, Any], provenance: Provenance | None = None) -> Config:
     try:
-        return build_config(raw, overrides, env)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, provenance)) from None
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def _format_validation_error(exc: ValidationError, provenance: Provenance | None = None) -> str:
+    """One ``key.path: message`` line per problem (never the value: it may be a secret)."""
     lines = ["invalid configuration:"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        path = tuple(str(p) for p in err["loc"])
+        loc = ".".join(path) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}")
+        source = provenance.source_of(path) if provenance is not None and path else "file"
+        where = "" if source in ("file", "default") else f" (from {source})"
+        lines.append(f"  {loc}: {msg}{where}")
     return "\n".join(lines)

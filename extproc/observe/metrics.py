@@ -200,6 +200,32 @@ class _QueueCollector(Collector):
                 )
 
 
+class _SharedStateCollector(Collector):
+    """Reads the shared-state bus's health at scrape time (``state.backend: redis``)."""
+
+    def __init__(self, up: Callable[[], float], errors: Callable[[], float]) -> None:
+        self.up = up
+        self.errors = errors
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        if (up := _read(self.up, "shared_state")) is not None:
+            yield GaugeMetricFamily(
+                "llm_proxy_shared_state_up",
+                "1 while the shared-state store (Redis) answers, 0 while this replica runs on "
+                "its local state alone.",
+                value=up,
+            )
+        if (errors := _read(self.errors, "shared_state")) is not None:
+            yield CounterMetricFamily(
+                "llm_proxy_shared_state_errors",
+                "Failed attempts to reach the shared-state store (connects, sends, snapshots).",
+                value=errors,
+            )
+
+
 def _read(source: Callable[[], float], name: str) -> float | None:
     try:
         return float(source())
@@ -324,6 +350,7 @@ class Metrics:
         )
         self._queues = _QueueCollector()
         reg.register(self._queues)
+        self._shared_state: _SharedStateCollector | None = None
 
         self._model_limit = model_limit
         self._models: set[str] = set()
@@ -492,6 +519,18 @@ class Metrics:
         else:
             self._queues.watches[name] = _QueueWatch(depth, dropped)
 
+    def watch_shared_state(self, *, up: Callable[[], float], errors: Callable[[], float]) -> None:
+        """Expose ``llm_proxy_shared_state_up`` and ``llm_proxy_shared_state_errors_total``.
+
+        Read at scrape time (cheap, thread-safe callables); watching again
+        replaces the callables.
+        """
+        if self._shared_state is None:
+            self._shared_state = _SharedStateCollector(up, errors)
+            self.registry.register(self._shared_state)
+        else:
+            self._shared_state.up, self._shared_state.errors = up, errors
+
     # -- exposition -----------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> tuple[WSGIServer | None, int]:
@@ -593,6 +632,9 @@ class NullMetrics(Metrics):
         depth: Callable[[], float] | None = None,
         dropped: Callable[[], float] | None = None,
     ) -> None:
+        return None
+
+    def watch_shared_state(self, *, up: Callable[[], float], errors: Callable[[], float]) -> None:
         return None
 
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> tuple[WSGIServer | None, int]:

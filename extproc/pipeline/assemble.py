@@ -26,9 +26,17 @@ from extproc.pipeline.stages import AccessControlStage, RoutingStage
 from extproc.pipeline.stages.policies import KeyPolicies
 from extproc.routing import Resolver
 from extproc.routing.resolver import RequestFacts
+from extproc.sessions.dedup import DedupTable
 from extproc.sessions.session import SessionBook
+from extproc.state import LocalBus, StateBus, share
 
-__all__ = ["build_pipeline", "build_session_book", "secret_literals"]
+__all__ = [
+    "build_dedup",
+    "build_lockout",
+    "build_pipeline",
+    "build_session_book",
+    "secret_literals",
+]
 
 
 def secret_literals(config: Config) -> list[tuple[str, str]]:
@@ -362,15 +370,41 @@ def _custom(name: str, config: Config) -> Stage:
     return stage
 
 
-def build_session_book(config: Config) -> SessionBook | None:
-    """The session store the config names (None: sessions are off)."""
+def build_lockout(config: Config) -> Lockout | None:
+    """The proxy-key lockout multi-user mode uses (None: off, or single-user)."""
+    section = config.auth.lockout
+    if not (config.multi_user_mode and section.enabled):
+        return None
+    return Lockout(threshold=section.threshold, base_seconds=section.base, max_seconds=section.max)
+
+
+def build_dedup(config: Config) -> DedupTable:
+    """The window of recent requests that refuses an identical one resent."""
+    return DedupTable(window=config.dedup.window, max_entries=config.dedup.max_entries)
+
+
+def build_session_book(config: Config, bus: StateBus | None = None) -> SessionBook | None:
+    """The session store the config names (None: sessions are off).
+
+    ``sessions.store: redis`` replicates through ``bus``; with ``state.backend:
+    redis`` and no ``sessions.store`` set, sessions are shared too.
+    """
     section = config.sessions
     if not section.enabled:
         return None
     from extproc.sessions import MemorySessionStore, SessionStore, SQLiteSessionStore
 
     store: SessionStore
-    if section.store == "sqlite":
+    kind = section.store
+    if config.state.backend == "redis" and "store" not in section.model_fields_set:
+        kind = "redis"
+    if kind == "redis":
+        if bus is None or not bus.shared:
+            raise ConfigError("sessions.store: redis needs state.backend: redis")
+        from extproc.sessions.redis_store import RedisSessionStore
+
+        store = RedisSessionStore(bus, ttl_seconds=section.ttl, max_sessions=section.max_sessions)
+    elif kind == "sqlite":
         store = SQLiteSessionStore(
             section.sqlite_path, ttl_seconds=section.ttl, max_sessions=section.max_sessions
         )
@@ -410,6 +444,8 @@ def _session_stages(
     book: SessionBook | None,
     policies: KeyPolicies,
     features: list[str],
+    bus: StateBus,
+    dedup: DedupTable | None = None,
 ) -> list[Stage]:
     """Sessions, request dedup and in-chat commands: right after access control.
 
@@ -429,9 +465,11 @@ def _session_stages(
         )
     if book is not None and config.dedup.enabled:
         from extproc.pipeline.stages.dedup import DedupStage
-        from extproc.sessions.dedup import DedupTable
 
-        table = DedupTable(window=config.dedup.window, max_entries=config.dedup.max_entries)
+        table = dedup
+        if table is None:
+            table = build_dedup(config)
+            share(bus, "dedup", table)
         stages.append(DedupStage(table))
     interactive = config.interactive
     if interactive.enabled:
@@ -466,23 +504,30 @@ def _session_stages(
 
 
 def build_pipeline(
-    config: Config, resolver: Resolver, telemetry: Telemetry, book: SessionBook | None = None
+    config: Config,
+    resolver: Resolver,
+    telemetry: Telemetry,
+    book: SessionBook | None = None,
+    bus: StateBus | None = None,
+    *,
+    lockout: Lockout | None = None,
+    dedup: DedupTable | None = None,
 ) -> Pipeline:
+    """The ordered stages; lockouts and dedup windows are shared through ``bus`` if given.
+
+    ``lockout`` and ``dedup``: the ones to use (kept across a config reload,
+    already shared); built from the config when not given.
+    """
+    bus = bus or LocalBus()
     safety_toggles = not config.multi_user_mode or config.interactive.allow_safety_toggles
     policies = KeyPolicies(config.key_policies, safety_toggles=safety_toggles)
     stages: list[Stage] = []
     features: list[str] = []
     if config.multi_user_mode:
-        lockout_config = config.auth.lockout
-        lockout = (
-            Lockout(
-                threshold=lockout_config.threshold,
-                base_seconds=lockout_config.base,
-                max_seconds=lockout_config.max,
-            )
-            if lockout_config.enabled
-            else None
-        )
+        if lockout is None:
+            lockout = build_lockout(config)
+            if lockout is not None:
+                share(bus, "lockout", lockout)
         stages.append(
             AccessControlStage(
                 (k.get_secret_value() for k in config.api_keys),
@@ -491,7 +536,7 @@ def build_pipeline(
                 policies=policies,
             )
         )
-    stages += _session_stages(config, resolver, telemetry, book, policies, features)
+    stages += _session_stages(config, resolver, telemetry, book, policies, features, bus, dedup)
     for name in config.pipeline.order:
         stage = _BUILDERS[name](config, policies, telemetry, book)
         if stage is not None:

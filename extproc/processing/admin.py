@@ -1,9 +1,9 @@
-"""The proxy's own admin endpoints: diagnostics, backend reactivation, usage.
+"""The proxy's own admin endpoints: diagnostics, backend reactivation, usage, reload.
 
 ``GET /v1/diagnostics``, ``GET /v1/diagnostics/sessions``,
 ``POST /v1/diagnostics/backends/{instance}/reactivate``,
-``GET /v1/usage/stats`` and ``GET /v1/usage/recent``. In multi-user mode they
-answer admin keys only (and fail closed when none is configured); the ROUTER
+``GET /v1/usage/stats``, ``GET /v1/usage/recent`` and ``POST /v1/admin/reload``.
+In multi-user mode they answer admin keys only (and fail closed when none is configured); the ROUTER
 role hands them the request before any client-key stage runs.
 """
 
@@ -18,10 +18,12 @@ from urllib.parse import unquote
 from extproc.errors import AuthenticationFailed, NotFound
 from extproc.observe.usage import UsageRecorder, handle_usage_query
 
-__all__ = ["AdminAnswer", "AdminEndpoints"]
+__all__ = ["AdminAnswer", "AdminEndpoints", "ReloadHook"]
 
 #: ``(status, JSON-able body)``, now or later.
 AdminAnswer = tuple[int, Any] | Awaitable[tuple[int, Any]]
+#: ``POST /v1/admin/reload``: re-read the config and switch to it, ``(status, body)``.
+ReloadHook = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 class AdminEndpoints:
@@ -41,6 +43,8 @@ class AdminEndpoints:
         self._reactivate = reactivate
         self._usage = usage
         self._sessions = sessions
+        #: Set by the composition root when the config can be re-read (a file).
+        self.reload_hook: ReloadHook | None = None
 
     def handle(
         self, params: Mapping[str, str], key: str | None, query: dict[str, str]
@@ -57,6 +61,13 @@ class AdminEndpoints:
                     code="sessions_disabled",
                 )
             return self._later(self._sessions(query))
+        if name == "admin/reload":
+            if self.reload_hook is None:
+                raise NotFound(
+                    "reload needs a proxy started with --config FILE",
+                    code="reload_unavailable",
+                )
+            return self.reload_hook()
         if name == "diagnostics/backends":
             return 200, self._reactivate(unquote(params.get("instance", "")))
         usage = self._usage

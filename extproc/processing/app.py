@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends import get_type
+from extproc.auth.lockout import Lockout
 from extproc.canonical import CanonicalRequest
 from extproc.codecs import CODECS, Codec, get_codec
 from extproc.codecs.base import REQUIRES_PROTOCOL, Adjust, ModelInfo
@@ -19,14 +20,23 @@ from extproc.config import Config
 from extproc.errors import InvalidRequest, NotFound
 from extproc.internalapi import REASONING_MODE_HEADER
 from extproc.observe.telemetry import Telemetry
-from extproc.pipeline.assemble import build_pipeline, build_session_book
+from extproc.pipeline.assemble import (
+    build_dedup,
+    build_lockout,
+    build_pipeline,
+    build_session_book,
+)
 from extproc.processing.admin import AdminEndpoints
 from extproc.processing.attempts import AttemptLog
 from extproc.routing import Resolver, apply_params, plan_clusters
 from extproc.routing.diagnostics import diagnostics, reactivate
 from extproc.routing.health import HealthBoard
+from extproc.sessions.dedup import DedupTable
 from extproc.sessions.diagnostics import sessions_report
 from extproc.sessions.ids import CLIENT_SESSION_HEADERS, SESSION_ECHO_HEADERS
+from extproc.sessions.session import SessionBook
+from extproc.state import StateBus, build_bus, share
+from extproc.state.redis_bus import RedisBus
 
 
 def client_only_headers(config: Config) -> frozenset[str]:
@@ -131,19 +141,81 @@ def build_backends(config: Config) -> dict[str, BackendRuntime]:
 
 
 class App:
-    def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
+    """Everything a request needs, built from one config.
+
+    ``carry``: the application this one replaces on a config reload. What must
+    outlive a reload comes from it: the shared-state bus, the health board
+    (what it learnt is kept for instances still configured), the sessions,
+    lockouts and dedup windows (each kept while its config section is unchanged).
+    """
+
+    def __init__(
+        self, config: Config, telemetry: Telemetry | None = None, *, carry: App | None = None
+    ) -> None:
         self.config = config
         #: Metrics, spans and usage records (without a usage writer unless given).
         self.telemetry = telemetry or Telemetry.from_config(config, with_usage=False)
         self.plans = plan_clusters(config)
+        #: State shared with other replicas (``state.backend``): local until
+        #: ``await state_bus.start()``, which the server calls (tests need not).
+        #: A reload keeps the running bus (``state`` changes need a restart).
+        self.state_bus: StateBus
+        if carry is not None:
+            self.state_bus = carry.state_bus
+        else:
+            self.state_bus = build_bus(config.state)
+            if isinstance(self.state_bus, RedisBus):
+                bus = self.state_bus
+                metrics = self.telemetry.metrics
+                metrics.watch_shared_state(up=lambda: bus.up, errors=lambda: bus.errors)
+                metrics.watch_queue(
+                    "shared_state", depth=lambda: bus.queue_depth, dropped=lambda: bus.dropped
+                )
         #: The proxy's own view of each instance's health (shared by all requests).
-        self.health = HealthBoard(
-            config.backends, config.routing.health, redact=self.telemetry.redact
-        )
+        self.health: HealthBoard
+        if carry is not None:
+            self.health = carry.health
+            self.health.reconfigure(config.backends, config.routing.health)
+        else:
+            self.health = HealthBoard(
+                config.backends, config.routing.health, redact=self.telemetry.redact
+            )
+            share(self.state_bus, "health", self.health)
         self.resolver = Resolver(config, self.plans, self.health)
         #: Sessions (None when off): the stages' shared memory of conversations.
-        self.sessions = build_session_book(config)
-        self.pipeline = build_pipeline(config, self.resolver, self.telemetry, self.sessions)
+        self.sessions: SessionBook | None = (
+            carry.sessions
+            if carry is not None
+            and carry.config.sessions == config.sessions
+            and carry.config.state == config.state
+            else build_session_book(config, self.state_bus)
+        )
+        #: Proxy-key lockouts and the dedup window, kept by a reload when unchanged.
+        self.lockout: Lockout | None = (
+            carry.lockout
+            if carry is not None
+            and carry.config.auth.lockout == config.auth.lockout
+            and carry.config.multi_user_mode == config.multi_user_mode
+            else build_lockout(config)
+        )
+        self.dedup: DedupTable = (
+            carry.dedup
+            if carry is not None and carry.config.dedup == config.dedup
+            else build_dedup(config)
+        )
+        if self.lockout is not None and (carry is None or self.lockout is not carry.lockout):
+            share(self.state_bus, "lockout", self.lockout)
+        if carry is None or self.dedup is not carry.dedup:
+            share(self.state_bus, "dedup", self.dedup)
+        self.pipeline = build_pipeline(
+            config,
+            self.resolver,
+            self.telemetry,
+            self.sessions,
+            self.state_bus,
+            lockout=self.lockout,
+            dedup=self.dedup,
+        )
         #: Client headers for the proxy only (session ids, proxy controls): removed
         #: before providers.
         self.client_only_headers = client_only_headers(config)
@@ -206,3 +278,8 @@ class App:
         if self.resolver.default_model and self.config.default_backend:
             add(self.resolver.default_model, self.config.default_backend.partition(":")[0])
         return list(seen.values())
+
+
+def rebuild_app(config: Config, old: App, telemetry: Telemetry) -> App:
+    """The application for a reloaded ``config``, keeping ``old``'s long-lived state."""
+    return App(config, telemetry, carry=old)

@@ -12,7 +12,8 @@
 The proxy's own admin endpoints answer JSON with OpenAI-shaped errors:
 ``GET /v1/usage/stats`` and ``GET /v1/usage/recent`` (usage accounting),
 ``GET /v1/diagnostics`` and ``POST /v1/diagnostics/backends/{instance}/reactivate``
-(routing and health).
+(routing and health), ``POST /v1/admin/reload`` (re-read the config). ``GET /ready``
+is the readiness probe (no key).
 
 ``GET /v1/models`` is shared by three SDKs; the dialect follows the client:
 ``x-goog-api-key`` or ``?key=`` means Gemini, ``anthropic-version`` means
@@ -29,7 +30,7 @@ from typing import Literal
 
 from extproc.errors import MethodNotAllowed, NotFound
 
-EndpointKind = Literal["generate", "count_tokens", "list_models", "get_model", "admin"]
+EndpointKind = Literal["generate", "count_tokens", "list_models", "get_model", "admin", "ready"]
 
 OPENAI_CHAT = "openai-chat"
 OPENAI_RESPONSES = "openai-responses"
@@ -64,6 +65,9 @@ _GEMINI_ACTIONS = {
 }
 
 _ROUTES: list[_Route] = [
+    # Readiness probe (no key: probes have none); /health is Envoy's own.
+    _Route(re.compile(r"^/ready/?$"), "ready", OPENAI_CHAT, _GET),
+    _Route(re.compile(r"^/v1/(?P<admin>admin/reload)/?$"), "admin", OPENAI_CHAT, _POST),
     _Route(re.compile(r"^/v1/(?P<admin>usage/(?:stats|recent))/?$"), "admin", OPENAI_CHAT, _GET),
     _Route(re.compile(r"^/v1/(?P<admin>diagnostics)/?$"), "admin", OPENAI_CHAT, _GET),
     _Route(re.compile(r"^/v1/(?P<admin>diagnostics/sessions)/?$"), "admin", OPENAI_CHAT, _GET),

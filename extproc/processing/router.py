@@ -37,6 +37,7 @@ from extproc.processing.headers import (
     RESPONSE_HEADERS_TO_STRIP,
     client_key,
 )
+from extproc.processing.readiness import readiness
 
 if TYPE_CHECKING:
     from extproc.processing.app import App
@@ -133,7 +134,7 @@ class RouterProcessor:
             )
             ctx = RequestContext(
                 request_id=headers.get("x-request-id", ""),
-                frontend="admin" if endpoint.kind == "admin" else endpoint.protocol,
+                frontend="admin" if endpoint.kind in ("admin", "ready") else endpoint.protocol,
                 method=method,
                 path=path,
                 headers=clean_headers,
@@ -145,6 +146,9 @@ class RouterProcessor:
             if endpoint.kind == "admin":
                 # Before the pipeline: admin keys are not client keys.
                 return self._admin(endpoint.params, key, public_query)
+            if endpoint.kind == "ready":
+                status, report = readiness(self.app)
+                return self._json_reply(status, _json_encoder.encode(report))
             self.app.pipeline.request_headers(ctx, headers)
             if endpoint.kind == "list_models":
                 return self._json_reply(200, codec.encode_model_list(self.app.models))

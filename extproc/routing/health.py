@@ -9,8 +9,13 @@ routing decisions skip instances that are disabled or cooling down until
 their time is up or an admin reactivates them (``POST
 /v1/diagnostics/backends/{instance}/reactivate``).
 
-State is per extproc process, shared by all its requests; it is not shared
-between replicas (each learns from its own traffic).
+State is per extproc process, shared by all its requests. Between replicas
+it can be shared (``state.backend: redis``, :mod:`extproc.state`): the board
+reports each disable, cool-down and reactivation to its ``on_change`` hook as
+a record with wall-clock times, and :meth:`HealthBoard.apply_remote` merges
+another replica's record (the longer of two cool-downs; a disable beats a
+cool-down; a reactivation lifts only what was set before it). Counts and
+last errors stay per replica.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from extproc.config.model import HealthPolicyConfig
+
+__all__ = [
+    "HealthBoard",
+    "InstanceHealth",
+    "State",
+    "is_quota_error",
+    "parse_retry_after",
+]
 
 State = Literal["ok", "cooling", "disabled"]
 
@@ -49,6 +62,8 @@ class InstanceHealth:
     #: 429s without retry-after since the last success (each doubles the cool-down).
     rate_limits: int = 0
     last_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LAST_ERRORS))
+    #: Wall-clock time (epoch seconds) of the last change of ``state`` (0: never).
+    changed: float = 0.0
 
 
 def is_quota_error(status: int, code: str | None, message: str | None) -> bool:
@@ -94,6 +109,17 @@ class HealthBoard:
         self._redact = redact
         self._lock = threading.Lock()
         self._health = {name: InstanceHealth() for name in instances}
+        #: Called (outside the lock) with ``(instance, record)`` after each disable,
+        #: cool-down or reactivation made here (shared state; None: not shared).
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+
+    def reconfigure(self, instances: Iterable[str], policy: HealthPolicyConfig) -> None:
+        """A config reload: new instances start ok, removed ones are forgotten, the
+        others keep what was learnt (a revoked key stays out)."""
+        names = list(instances)
+        with self._lock:
+            self._health = {name: self._health.get(name) or InstanceHealth() for name in names}
+            self.policy = policy
 
     # -- what routing asks -------------------------------------------------------------
 
@@ -151,6 +177,7 @@ class HealthBoard:
             return
         policy = self.policy
         now = self._clock()
+        changed = False
         with self._lock:
             if 200 <= status < 400:
                 health.successes += 1
@@ -166,7 +193,7 @@ class HealthBoard:
                 }
             )
             if is_quota_error(status, code, message):
-                self._set(
+                changed = self._set(
                     health,
                     "disabled",
                     now,
@@ -174,7 +201,7 @@ class HealthBoard:
                     f"quota: {status} {code or ''}".strip(),
                 )
             elif status in (401, 403):
-                self._set(
+                changed = self._set(
                     health,
                     "disabled",
                     now,
@@ -196,16 +223,62 @@ class HealthBoard:
                     wait = min(wait, policy.max_retry_after)
                     why = f"rate limited (429, retry-after {retry_after})"
                 if wait > 0:
-                    self._set(health, "cooling", now, wait, why)
+                    changed = self._set(health, "cooling", now, wait, why)
+            record = self._record(health, now) if changed else None
+        if record is not None and self.on_change is not None:
+            self.on_change(instance, record)
 
     def reactivate(self, instance: str) -> bool:
         health = self._health.get(instance)
         if health is None:
             return False
+        wall = time.time()
         with self._lock:
             health.state, health.until, health.reason, health.since = "ok", None, "", None
             health.rate_limits = 0  # a fresh start
+            health.changed = wall
+        if self.on_change is not None:
+            self.on_change(instance, {"at": wall, "gone": True})
         return True
+
+    def apply_remote(self, instance: str, record: dict[str, Any]) -> None:
+        """Merge another replica's change of ``instance`` (a record from ``on_change``).
+
+        A disable beats a cool-down, two of the same kind keep the later end,
+        and a reactivation lifts only a state set before it: a stale record
+        never lifts a newer local disable.
+        """
+        health = self._health.get(instance)
+        if health is None:
+            return
+        now, wall = self._clock(), time.time()
+        at = float(record.get("at", 0.0))
+        with self._lock:
+            if record.get("gone"):
+                if health.changed <= at:
+                    health.state, health.until, health.reason, health.since = "ok", None, "", None
+                    health.rate_limits = 0
+                    health.changed = at
+                return
+            state = record.get("state")
+            if state not in ("cooling", "disabled"):
+                return
+            end = record.get("until")
+            until = None if end is None else now + (float(end) - wall)
+            if until is not None and until <= now:
+                return  # over already
+            self._expire(health)
+            if health.state == "disabled" and state == "cooling":
+                return
+            if health.state == state:
+                longest = health.until is None or until is None
+                until = None if longest else max(until or 0.0, health.until or 0.0)
+                if until == health.until:
+                    return  # nothing new
+            health.state, health.until = state, until
+            health.reason = str(record.get("reason") or "")
+            health.since = health.since if health.since is not None else now
+            health.changed = max(health.changed, at)
 
     def snapshot(self, instance: str) -> dict[str, Any]:
         health = self._health[instance]
@@ -227,14 +300,31 @@ class HealthBoard:
 
     def _set(
         self, health: InstanceHealth, state: State, now: float, seconds: float, why: str
-    ) -> None:
+    ) -> bool:
+        """Disable or cool down; whether anything changed."""
         until = now + seconds if seconds > 0 else None
         if health.state == "disabled" and state == "cooling":
-            return  # a shorter cool-down does not lift a disable
+            return False  # a shorter cool-down does not lift a disable
         if health.until is not None and until is not None and health.state == state:
             until = max(until, health.until)
+        if (health.state, health.until, health.reason) == (state, until, why):
+            return False
         health.state, health.until, health.reason = state, until, why
         health.since = health.since if health.since is not None else now
+        health.changed = time.time()
+        return True
+
+    def _record(self, health: InstanceHealth, now: float) -> dict[str, Any]:
+        """The shared-state record of ``health`` (wall-clock times: they cross processes)."""
+        wall = time.time()
+        end = None if health.until is None else wall + (health.until - now)
+        return {
+            "state": health.state,
+            "until": end,
+            "reason": health.reason,
+            "at": wall,
+            "expires": end,
+        }
 
     def _expire(self, health: InstanceHealth) -> bool:
         """End a state whose time is up; whether the instance is available."""

@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from extproc.server.children import die_with_parent
+
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event as EventType
 
@@ -203,6 +205,10 @@ def child_main(
     config: Config, counters: Any, parent_pid: int, ready: EventType, receiver: Any
 ) -> None:
     """Entry point of the capture process."""
+    # multiprocessing spawns it (no preexec_fn): link it to the proxy's life here,
+    # as children.child_kwargs() does for the others. SIGTERM, not SIGKILL: it
+    # still writes the records it holds.
+    die_with_parent(parent_pid, signal.SIGTERM)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[capture]: %(message)s",

@@ -1,10 +1,18 @@
-"""The grpc.aio server that hosts the ext_proc servicer."""
+"""The grpc.aio server that hosts the ext_proc servicer.
+
+Beside ext_proc it serves Envoy's attempt log and the standard gRPC health
+service, and counts the open ext_proc streams (:class:`ServingState`) so that a
+stopping process can let them finish.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -13,6 +21,9 @@ from extproc.processing.factory import Processors
 from extproc.processing.observer import CaptureSink
 from extproc.server.attempt_log import AttemptLogService
 from extproc.server.servicer import ExternalProcessor
+from extproc.server.serving_state import ServingState
+
+__all__ = ["max_message_bytes", "start_grpc_server"]
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +37,43 @@ def max_message_bytes(app: App) -> int:
     return max(limits.max_request_bytes, limits.max_response_bytes) * 2 + _MESSAGE_SLACK
 
 
+class _CountedProcessor(ExternalProcessor):
+    """The ext_proc servicer, with its open streams counted in a :class:`ServingState`."""
+
+    def __init__(self, processors: Processors, state: ServingState) -> None:
+        super().__init__(processors)
+        self._state = state
+
+    async def Process(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        self._state.stream_started()
+        try:
+            async for response in super().Process(request_iterator, context):
+                yield response
+        finally:
+            self._state.stream_ended()
+
+
 async def start_grpc_server(
-    app: App, host: str, port: int, capture_sink: CaptureSink | None = None
+    app: App,
+    host: str,
+    port: int,
+    capture_sink: CaptureSink | None = None,
+    state: ServingState | None = None,
+    *,
+    processors: Processors | None = None,
 ) -> grpc.aio.Server:
     """Start serving ext_proc on ``host:port``; raise OSError if it cannot bind.
 
     This is where the per-stream processors are wired: ``capture_sink`` receives
     what the roles (or the observer filters) record when capture is on.
+    ``state`` (a fresh one when None) holds the health status, SERVING once
+    this returns, and counts the open ext_proc streams. ``processors``: the
+    per-stream factory to serve (the config reload installs new applications
+    in it); built from ``app`` when None.
     """
+    state = state if state is not None else ServingState()
     limit = max_message_bytes(app)
     server = grpc.aio.server(
         options=[
@@ -46,8 +86,9 @@ async def start_grpc_server(
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(  # type: ignore[no-untyped-call]
-        ExternalProcessor(Processors(app, capture_sink)), server
+        _CountedProcessor(processors or Processors(app, capture_sink), state), server
     )
+    health_pb2_grpc.add_HealthServicer_to_server(state.health, server)
     # Envoy's attempt log (every upstream attempt's status) for the health board.
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
         AttemptLogService(app.health), server
@@ -60,5 +101,6 @@ async def start_grpc_server(
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {address} (in use?)")
     await server.start()
+    await state.mark_serving()
     log.info("ext_proc gRPC server listening on %s", address)
     return server

@@ -158,10 +158,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 kind = request.WhichOneof("request")
                 if processor is None:
                     host = host_metadata(request)
+                    metadata = context.invocation_metadata()
                     processor = (
-                        self.processors.upstream(host)
+                        self.processors.upstream(host, metadata)
                         if host is not None
-                        else self.processors.router(context.invocation_metadata())
+                        else self.processors.router(metadata)
                     )
                 try:
                     action = _dispatch(processor, kind, request)

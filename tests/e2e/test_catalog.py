@@ -131,6 +131,11 @@ CASES: dict[str, Case] = {
         {"max_tokens": 40},
         _max_tokens,
     ),
+    # The bundled model's type: an OpenAI-compatible server; a key, when one is
+    # configured, goes as a bearer token.
+    "local": Case(
+        FakeOpenAI, "/chat/completions", bearer("local"), {}, {"max_tokens": 40}, _max_tokens
+    ),
     "openai-responses": Case(
         FakeResponses, "/responses", bearer("openai-responses"), {}, {"max_tokens": 40}, _responses
     ),

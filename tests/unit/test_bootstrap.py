@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,10 @@ def test_routes_retries_and_timeouts() -> None:
 
 def test_router_ext_proc_settings() -> None:
     boot = bootstrap("local-pool")
-    router = hcm(boot)["http_filters"][0]["typed_config"]
+    filters = hcm(boot)["http_filters"]
+    # The readiness filter first (it answers /ready while Envoy drains), then the ROUTER role.
+    assert filters[0]["name"] == "envoy.filters.http.health_check"
+    router = filters[1]["typed_config"]
     assert router["failure_mode_allow"] is False
     assert router["allow_mode_override"] is True
     assert router["processing_mode"]["request_body_mode"] == "BUFFERED"
@@ -295,3 +299,27 @@ def test_every_attempt_is_logged_to_the_health_board() -> None:
     fields = {kv["key"]: kv["value"]["string_value"] for kv in typed["attributes"]["values"]}
     assert fields["instance"] == "%UPSTREAM_METADATA(llm:instance)%"
     assert fields["retry_after"] == "%RESP(retry-after)%"
+
+
+def test_probes_are_answered_on_the_client_listener() -> None:
+    boot = bootstrap("local-pool")
+    manager = hcm(boot)
+    readiness = manager["http_filters"][0]["typed_config"]
+    assert readiness["pass_through_mode"] is True
+    assert readiness["headers"] == [{"name": ":path", "string_match": {"exact": "/ready"}}]
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    # /health is Envoy's own answer, before any cluster route, with no ext_proc message.
+    assert routes[0]["match"]["path"] == "/health"
+    assert routes[0]["direct_response"]["status"] == 200
+    per_filter = routes[0]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+    assert per_filter["disabled"] is True
+
+
+def test_every_ext_proc_stream_names_the_bootstrap_generation() -> None:
+    from extproc.envoy_config import bootstrap_generation
+    from extproc.internalapi import GENERATION_METADATA
+
+    boot = bootstrap("local-pool")
+    text = json.dumps(boot)
+    generation = bootstrap_generation(build_config(CONFIGS["local-pool"]))
+    assert text.count(f'"key": "{GENERATION_METADATA}", "value": "{generation}"') >= 2

@@ -1,0 +1,78 @@
+"""Child processes that die with their supervisor.
+
+Every process the proxy starts (Envoy, the capture process, extproc workers, a
+local model server) is linked to the supervisor's life: on Linux the kernel
+sends the child ``SIGKILL`` the moment its parent dies, however it dies
+(``kill -9``, an OOM kill, a crash), through ``prctl(PR_SET_PDEATHSIG)`` set in
+the child between ``fork`` and ``exec``. Without it an orphaned Envoy keeps the
+client and admin ports and answers 503 to everything, and the next start fails
+with "Address already in use".
+
+Use :func:`child_kwargs` for ``subprocess.Popen`` and
+``asyncio.create_subprocess_exec`` alike::
+
+    await asyncio.create_subprocess_exec(*argv, **child_kwargs())
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["child_kwargs", "die_with_parent", "linked_to_parent"]
+
+#: ``<linux/prctl.h>``: PR_SET_PDEATHSIG, PR_GET_PDEATHSIG.
+_PR_SET_PDEATHSIG = 1
+_PR_GET_PDEATHSIG = 2
+
+_libc: Any = None
+
+
+def _prctl() -> Callable[..., int] | None:
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return None
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc.prctl  # type: ignore[no-any-return]
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """In a child: ask the kernel for ``sig`` when the parent dies (Linux).
+
+    ``parent_pid`` is the supervisor's pid read before the fork: if it already
+    died between the fork and this call, the child is an orphan and exits now.
+    """
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def linked_to_parent() -> bool:
+    """Whether this process has a parent-death signal set (for tests and diagnostics)."""
+    prctl = _prctl()
+    if prctl is None:
+        return False
+    value = ctypes.c_int(0)
+    prctl(_PR_GET_PDEATHSIG, ctypes.byref(value), 0, 0, 0)
+    return value.value != 0
+
+
+def child_kwargs(*, new_session: bool = False) -> dict[str, Any]:
+    """Keyword arguments that make a spawned process die with this one.
+
+    ``new_session`` also puts the child in its own session (no terminal
+    signals from the user's Ctrl-C: the supervisor stops it in order).
+    """
+    parent = os.getpid()
+    kwargs: dict[str, Any] = {"preexec_fn": lambda: die_with_parent(parent)}
+    if new_session:
+        kwargs["start_new_session"] = True
+    return kwargs

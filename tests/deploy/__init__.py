@@ -1,0 +1,1 @@
+"""Deployment files (deploy/): rendered and checked with the real tools."""
