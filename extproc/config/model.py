@@ -282,6 +282,9 @@ class EnvoyConfig(_Model):
     )
     concurrency: int | None = Field(None, ge=1)
     access_log: bool = False
+    #: Envoy's Prometheus metrics on this port of ``host`` (``GET /stats/prometheus``
+    #: only), for scrapers outside the pod; the admin port itself stays on 127.0.0.1.
+    stats_port: int | None = Field(None, ge=1, le=65535)
 
 
 class CaptureConfig(_Model):
@@ -581,6 +584,8 @@ class Config(_Model):
             ports["metrics.port"] = self.metrics.port
         if self.capture.enabled and self.capture.observers:
             ports["capture.grpc_port"] = self.capture.grpc_port
+        if self.envoy.stats_port:
+            ports["envoy.stats_port"] = self.envoy.stats_port
         if self.local_model.enabled:
             ports["local_model.port"] = self.local_model.port
             if not any(self.backend_type(name) == "local" for name in self.backends):

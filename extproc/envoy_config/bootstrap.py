@@ -189,6 +189,10 @@ def _build(config: Config, ca_file: str | None, baseline_cluster: str | None) ->
         )
     if with_ext_proc and _envoy_traces(config):
         clusters.append(_collector_cluster(config))
+    listeners = _listeners(config, plans, grpc_limit, baseline_cluster)
+    if config.envoy.stats_port and baseline_cluster is None:
+        listeners.append(_stats_listener(config))
+        clusters.append(_admin_cluster(config))
     clusters += [
         _llm_cluster(config, plan, ca_file, grpc_limit, with_ext_proc) for plan in plans.values()
     ]
@@ -207,7 +211,7 @@ def _build(config: Config, ca_file: str | None, baseline_cluster: str | None) ->
             ]
         },
         "static_resources": {
-            "listeners": _listeners(config, plans, grpc_limit, baseline_cluster),
+            "listeners": listeners,
             "clusters": clusters,
         },
     }
@@ -667,6 +671,73 @@ def _listener(
                 ]
             }
         ],
+    }
+
+
+# -- Envoy's own metrics --------------------------------------------------------
+
+ADMIN_CLUSTER = "envoy_admin"
+
+
+def _stats_listener(config: Config) -> dict[str, Any]:
+    """``GET /stats/prometheus`` of Envoy's admin, and nothing else of it, on ``stats_port``."""
+    assert config.envoy.stats_port is not None
+    hcm = {
+        "@type": _HCM,
+        "stat_prefix": "envoy_stats",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "envoy_stats",
+            "virtual_hosts": [
+                {
+                    "name": "envoy_stats",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {
+                                "path": "/stats/prometheus",
+                                "headers": [_method("GET")],
+                            },
+                            "route": {"cluster": ADMIN_CLUSTER},
+                        },
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {"status": 404},
+                        },
+                    ],
+                }
+            ],
+        },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+    }
+    return {
+        "name": "envoy_stats",
+        "address": _address(config.host, config.envoy.stats_port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def _admin_cluster(config: Config) -> dict[str, Any]:
+    return {
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _address("127.0.0.1", config.admin_port)}}
+                    ]
+                }
+            ],
+        },
     }
 
 

@@ -18,28 +18,31 @@ SIGHUP calls the ``reload`` hook (and is forwarded to the workers).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from extproc.config import Config
+from extproc.server.lifecycle import (
+    LoadConfig,
+    Observability,
+    OnSighup,
+    announce,
+    as_worker,
+    run_until_stopped,
+    start_envoy,
+    start_local_model,
+    stop_on_signals,
+    warn_about,
+)
+from extproc.server.supervisor import supervise
 
-__all__ = ["Reload", "serve"]
+__all__ = ["serve"]
 
 log = logging.getLogger("extproc")
-
-#: The reload hook SIGHUP calls (re-read the config and apply it).
-Reload = Callable[[], Awaitable[Any]]
-#: Re-reads and validates the config (raises ConfigError): what a reload applies.
-LoadConfig = Callable[[], Config]
-
-#: Extra time, beyond the drain timeout, a stopping worker gets before SIGKILL (seconds).
-_WORKER_STOP_GRACE = 5.0
 
 
 async def serve(
@@ -58,7 +61,7 @@ async def serve(
     """
     if config.workers > 1:
         argv = list(sys.argv[1:] if argv is None else argv)
-        return await _supervise(config, with_envoy, argv, load)
+        return await supervise(config, with_envoy, argv, load)
     return await _serve_one(config, with_envoy, load)
 
 
@@ -81,11 +84,11 @@ async def _serve_one(config: Config, with_envoy: bool, load: LoadConfig | None) 
 
     index = worker_index()
     if index is not None:
-        config = _as_worker(config, index)
+        config = as_worker(config, index)
     else:
-        _warn_about(config)
+        warn_about(config)
     try:
-        observability = _Observability.start(config)
+        observability = Observability.start(config)
     except Exception as exc:  # a database or port we cannot use: say so, exit non-zero
         log.error("cannot start observability: %s", exc)
         return 1
@@ -135,20 +138,20 @@ async def _serve_one(config: Config, with_envoy: bool, load: LoadConfig | None) 
             return 1
         observability.watch_capture(capture)
         supervisor = asyncio.ensure_future(capture.supervise())
-    stop = _stop_on_signals()
-    sighup = _OnSighup()
+    stop = stop_on_signals()
+    sighup = OnSighup()
     envoy: EnvoyProcess | None = None
     local: LocalModelServer | None = None
     code = 0
     try:
         if index is None:
-            local = await _start_local_model(config)
+            local = await start_local_model(config)
         if with_envoy:
-            envoy = await _start_envoy(config)
+            envoy = await start_envoy(config)
         reloader = _reloader(config, load, processors, observability.telemetry, envoy, index)
         sighup.reload = reloader.reload if reloader is not None else None
         if index is None and with_envoy:
-            _announce(config)
+            announce(config)
         if index is not None:
             log.info(
                 "worker %d serving ext_proc on %s:%d", index, config.grpc_host, config.grpc_port
@@ -160,7 +163,7 @@ async def _serve_one(config: Config, with_envoy: bool, load: LoadConfig | None) 
                 config.grpc_host,
                 config.grpc_port,
             )
-        code = await _run_until_stopped(stop, envoy, local=local)
+        code = await run_until_stopped(stop, envoy, local=local)
     except (EnvoyError, LocalModelError) as exc:
         log.error("%s", exc)
         code = 1
@@ -201,99 +204,6 @@ async def _serve_one(config: Config, with_envoy: bool, load: LoadConfig | None) 
     return code
 
 
-def _as_worker(config: Config, index: int) -> Config:
-    """A worker's view of the config: its own metrics port, its index in its log lines."""
-    formatter = logging.Formatter(
-        f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
-    if config.metrics.enabled and config.metrics.port:
-        metrics = config.metrics.model_copy(update={"port": config.metrics.port + index})
-        config = config.model_copy(update={"metrics": metrics})
-    return config
-
-
-# -- a supervisor of workers -----------------------------------------------------
-
-
-async def _supervise(
-    config: Config, with_envoy: bool, argv: list[str], load: LoadConfig | None
-) -> int:
-    from extproc.server.capture_process import CaptureProcess, CaptureProcessError
-    from extproc.server.envoy_process import EnvoyError, EnvoyProcess
-    from extproc.server.local_model import LocalModelError, LocalModelServer
-    from extproc.server.workers import WorkerError, WorkerPool, worker_ports
-
-    _warn_about(config)
-    problem = _port_clash(config)
-    if problem:
-        log.error("%s", problem)
-        return 2
-    stop = _stop_on_signals()
-    sighup = _OnSighup()
-    pool = WorkerPool(config, argv)
-    loop = asyncio.get_running_loop()
-    capture: CaptureProcess | None = None
-    capture_watch: asyncio.Task[None] | None = None
-    envoy: EnvoyProcess | None = None
-    local: LocalModelServer | None = None
-    code = 0
-    try:
-        local = await _start_local_model(config)
-        if config.capture.enabled and config.capture.observers:
-            # One capture process behind the observer filters, for all workers.
-            capture = CaptureProcess(config, None)
-            await capture.start()
-            capture_watch = asyncio.ensure_future(capture.supervise())
-        await pool.start()
-        ports = worker_ports(config)
-        log.info(
-            "%d extproc workers serving on %s ports %d-%d (pids %s)",
-            config.workers,
-            config.grpc_host,
-            ports[0],
-            ports[-1],
-            ", ".join(str(pid) for pid in pool.pids),
-        )
-        if with_envoy:
-            envoy = await _start_envoy(config)
-        reloader = _supervisor_reloader(config, load, pool, envoy)
-        sighup.reload = reloader.reload if reloader is not None else None
-        if with_envoy:
-            _announce(config)
-        code = await _run_until_stopped(stop, envoy, pool.all_failed, local=local)
-    except (EnvoyError, WorkerError, CaptureProcessError, LocalModelError, OSError) as exc:
-        log.error("%s", exc)
-        code = 1
-    finally:
-        deadline = loop.time() + config.shutdown.drain_timeout
-        if envoy is not None and code == 0:
-            from extproc.server.envoy_drain import drain_envoy
-
-            await drain_envoy(config.admin_port, config.shutdown.drain_timeout)
-        # Each worker goes NOT_SERVING and lets its own streams finish.
-        await pool.stop(max(deadline - loop.time(), 0.0) + _WORKER_STOP_GRACE)
-        if envoy is not None:
-            await envoy.stop()
-        if local is not None:
-            await local.stop()
-        if capture_watch is not None:
-            capture_watch.cancel()
-        if capture is not None:
-            await capture.stop()
-        log.info("stopped")
-    return code
-
-
-def _forward_sighup(pool: Any) -> None:
-    log.info("reload: telling the workers")
-    pool.send_signal(signal.SIGHUP)
-
-
-# -- reload ------------------------------------------------------------------------
-
-
 def _reloader(
     config: Config,
     load: LoadConfig | None,
@@ -313,7 +223,7 @@ def _reloader(
         fresh = load()
         if fresh.workers != config.workers:
             log.warning("reload: 'workers' changes need a restart; keeping %d", config.workers)
-        return fresh if index is None else _as_worker(fresh, index)
+        return fresh if index is None else as_worker(fresh, index)
 
     def build(fresh: Config, old: Any) -> Any:
         app = rebuild_app(fresh, old, telemetry)
@@ -356,21 +266,6 @@ def _ask_supervisor(load: LoadConfig) -> Any:
     return hook
 
 
-def _supervisor_reloader(config: Config, load: LoadConfig | None, pool: Any, envoy: Any) -> Any:
-    if load is None:
-        return None
-    from extproc.envoy_config import bootstrap_generation, build_bootstrap, render
-    from extproc.server.reload import Reloader
-
-    return Reloader(
-        load=load,
-        generation=bootstrap_generation,
-        envoy=envoy,
-        render=lambda fresh: render(build_bootstrap(fresh)),
-        notify_workers=lambda: _forward_sighup(pool),
-    ).started_with(config)
-
-
 #: Old applications closed once their streams can no longer be open.
 _RETIRE_AFTER = 120.0
 _retiring: set[asyncio.Task[None]] = set()
@@ -388,244 +283,3 @@ def _retire_later(old: Any, new: Any) -> None:
     task = asyncio.ensure_future(close())
     _retiring.add(task)
     task.add_done_callback(_retiring.discard)
-
-
-async def _start_local_model(config: Config) -> Any:
-    """The bundled model server when ``local_model.enabled`` (None otherwise)."""
-    from extproc.server.local_model import LocalModelServer
-
-    local = LocalModelServer.from_config(config)
-    if local is None:
-        return None
-    try:
-        await local.start()
-        await local.wait_ready()
-    except BaseException:
-        await local.stop()
-        raise
-    log.info("local model %s ready on %s (pid %s)", local.model, local.base_url, local.pid)
-    return local
-
-
-def _port_clash(config: Config) -> str | None:
-    """Why the workers' port ranges cannot be used, or None."""
-    from extproc.server.workers import worker_ports
-
-    grpc = set(worker_ports(config))
-    if max(grpc) > 65535:
-        return f"workers: gRPC ports {min(grpc)}-{max(grpc)} go beyond 65535"
-    fixed = {"port": config.port, "admin_port": config.admin_port}
-    if config.anthropic_port:
-        fixed["anthropic_port"] = config.anthropic_port
-    if config.capture.enabled and config.capture.observers:
-        fixed["capture.grpc_port"] = config.capture.grpc_port
-    ranges = {"gRPC (grpc_port + worker index)": grpc}
-    if config.metrics.enabled and config.metrics.port:
-        ranges["metrics (metrics.port + worker index)"] = {
-            config.metrics.port + i for i in range(config.workers)
-        }
-    for what, ports in ranges.items():
-        for name, port in fixed.items():
-            if port in ports:
-                return f"workers: {name} {port} falls in the {what} ports {min(ports)}-{max(ports)}"
-    if len(ranges) == 2 and set.intersection(*ranges.values()):
-        return "workers: the gRPC and metrics port ranges overlap (grpc_port, metrics.port)"
-    return None
-
-
-# -- shared parts ------------------------------------------------------------------
-
-
-async def _start_envoy(config: Config) -> Any:
-    from extproc.envoy_config import build_bootstrap, render
-    from extproc.server.envoy_process import EnvoyProcess, find_envoy
-
-    envoy = EnvoyProcess(
-        find_envoy(config.envoy.binary),
-        render(build_bootstrap(config)),
-        admin_port=config.admin_port,
-        log_level=config.envoy.log_level,
-        concurrency=config.envoy.concurrency,
-        # A reload's old Envoy: connections are told to close within a few
-        # seconds; streams still open get the drain timeout to finish.
-        drain_seconds=min(5.0, config.shutdown.drain_timeout),
-        parent_shutdown_seconds=config.shutdown.drain_timeout + 5.0,
-    )
-    await envoy.start()
-    await envoy.wait_ready()
-    return envoy
-
-
-def _announce(config: Config) -> None:
-    """Ready: the log line, and the first-run banner (what to try, where to point SDKs)."""
-    from extproc.server.banner import banner
-
-    base = f"http://{_url_host(config.host)}:{config.port}"
-    anthropic = (
-        f"; Anthropic clients: http://{_url_host(config.host)}:{config.anthropic_port}"
-        if config.anthropic_port
-        else ""
-    )
-    log.info(
-        "proxy ready on %s (OpenAI base URL %s/v1, Gemini %s, Anthropic %s/anthropic%s);"
-        " Envoy admin on 127.0.0.1:%d",
-        base,
-        base,
-        base,
-        base,
-        anthropic,
-        config.admin_port,
-    )
-    print(banner(config), flush=True)
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-#: Reload tasks in flight (a reference keeps each alive until it is done).
-_reloads: set[asyncio.Task[None]] = set()
-
-
-class _OnSighup:
-    """SIGHUP's handler, installed first thing (its default action ends the
-    process); the reload joins it once the process can reload."""
-
-    def __init__(self) -> None:
-        self.reload: Reload | None = None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._fire)
-
-    def _fire(self) -> None:
-        if self.reload is None:
-            log.info("SIGHUP: reload not available (no --config file, or still starting)")
-            return
-        task = asyncio.ensure_future(_run_reload(self.reload))
-        _reloads.add(task)
-        task.add_done_callback(_reloads.discard)
-
-
-async def _run_reload(reload: Reload) -> None:
-    log.info("SIGHUP: reloading (pid %d)", os.getpid())
-    try:
-        await reload()
-    except Exception:
-        log.exception("reload failed; the running configuration stays")
-
-
-class _Observability:
-    """The background parts of observability in this process: metrics server, usage writer."""
-
-    def __init__(self, telemetry: Any) -> None:
-        self.telemetry = telemetry
-
-    @classmethod
-    def start(cls, config: Config) -> _Observability:
-        from extproc.observe.telemetry import Telemetry
-
-        telemetry = Telemetry.from_config(config)
-        try:
-            metrics = telemetry.metrics
-            if config.metrics.enabled:
-                try:
-                    _, port = metrics.serve(config.metrics.host, config.metrics.port)
-                except OSError as exc:
-                    raise OSError(
-                        f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: "
-                        f"{exc} (set metrics.port, or metrics.enabled: false)"
-                    ) from exc
-                log.info("metrics on http://%s:%d/metrics", _url_host(config.metrics.host), port)
-            if telemetry.usage is not None:
-                usage = telemetry.usage
-                metrics.watch_queue(
-                    "usage", depth=lambda: usage.queue_depth, dropped=lambda: usage.dropped
-                )
-                log.info("usage accounting to %s", _safe_url(config.usage.database))
-            if config.capture.enabled:
-                log.info(
-                    "capturing wire traffic to %s (%s)",
-                    Path(config.capture.directory).resolve(),
-                    "observer filters" if config.capture.observers else "from the proxy's roles",
-                )
-            if config.tracing.enabled:
-                log.info(
-                    "tracing on%s",
-                    f", exporting to {config.tracing.otlp_endpoint}"
-                    if config.tracing.otlp_endpoint
-                    else " (no otlp_endpoint: spans are not exported)",
-                )
-        except BaseException:
-            telemetry.close()
-            raise
-        return cls(telemetry)
-
-    def watch_capture(self, capture: Any) -> None:
-        """The capture process's queue in this process's metrics."""
-        self.telemetry.metrics.watch_queue(
-            "capture", depth=lambda: capture.queue_depth, dropped=lambda: capture.dropped
-        )
-
-    def close(self) -> None:
-        self.telemetry.close()
-
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-async def _run_until_stopped(
-    stop: asyncio.Event, envoy: Any, failed: Any = None, *, local: Any = None
-) -> int:
-    waiters = {asyncio.ensure_future(stop.wait())}
-    local_exit = asyncio.ensure_future(local.wait()) if local is not None else None
-    if local_exit is not None:
-        waiters.add(local_exit)
-    envoy_exit = asyncio.ensure_future(envoy.wait()) if envoy is not None else None
-    if envoy_exit is not None:
-        waiters.add(envoy_exit)
-    gave_up = asyncio.ensure_future(failed.wait()) if failed is not None else None
-    if gave_up is not None:
-        waiters.add(gave_up)
-    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if envoy_exit is not None and envoy_exit in done:
-        log.error("Envoy exited unexpectedly with code %s; shutting down", envoy_exit.result())
-        return 1
-    if gave_up is not None and gave_up in done:
-        log.error("no extproc worker left; shutting down")
-        return 1
-    if local_exit is not None and local_exit in done:
-        log.error("the local model server exited with code %s; shutting down", local_exit.result())
-        return 1
-    log.info("shutting down")
-    return 0
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _warn_about(config: Config) -> None:
-    if not config.backends:
-        log.warning("no backends configured: every generation request will be answered 404")
-    from backends import get_type
-
-    for name, backend in config.backends.items():
-        if not get_type(config.backend_type(name)).key_required:
-            continue
-        if backend.api_key is None or not backend.api_key.get_secret_value():
-            log.warning("backend %s has no api_key; requests go out unauthenticated", name)

@@ -211,7 +211,11 @@ def test_envoy_probes_use_health_and_ready_on_the_client_listener(overlay: str) 
         assert get["path"] == path, probe
         assert _port_number(envoy, get["port"]) == config["port"] == 8000, probe
     ports = {p["name"]: p["containerPort"] for p in envoy["ports"]}
-    assert ports == {"http": config["port"], "anthropic": config["anthropic_port"]}
+    assert ports == {
+        "http": config["port"],
+        "anthropic": config["anthropic_port"],
+        "envoy-metrics": config["envoy"]["stats_port"],
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -740,3 +744,24 @@ def test_prestop_gives_up_after_the_drain_bound(real_envoy: tuple[int, int]) -> 
         client.join(timeout=30)
     finally:
         _SlowUpstream.delay = 2.0
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_envoy_metrics_are_scrapable_without_its_admin_api(overlay: str) -> None:
+    """``envoy.stats_port``: /stats/prometheus on the pod address, the admin API on loopback."""
+    config = proxy_config(overlay)
+    assert config["envoy"]["stats_port"] == 9902
+    assert config["admin_port"] == 9901
+    docs = render(overlay)
+    envoy = containers(one(docs, "Deployment", "llm-proxy"))["envoy"]
+    assert {"name": "envoy-metrics", "containerPort": 9902} in envoy["ports"]
+    policies = of_kind(docs, "NetworkPolicy")
+    labels = {"app.kubernetes.io/name": "llm-proxy", "app.kubernetes.io/component": "envoy"}
+    assert _rules_opening(policies, labels, 9902)
+    assert not _rules_opening(policies, labels, 9901)
+    if overlay == "gateway":
+        annotations = one(docs, "Deployment", "llm-proxy")["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        assert annotations["prometheus.io/port"] == "9902"
+        assert annotations["prometheus.io/path"] == "/stats/prometheus"

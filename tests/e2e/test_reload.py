@@ -194,3 +194,23 @@ def test_reload_under_load_fails_no_request(
         assert stream.get("status") == 200 and stream.get("done") is True, stream
         with httpx.Client(timeout=30) as client:
             assert chat(client, proxy.base_url, "nickname").status_code == 200
+
+
+def test_envoy_metrics_on_the_stats_port_and_nothing_else(
+    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    """``envoy.stats_port``: Prometheus scrapes Envoy without reaching its admin API."""
+    from tests.harness import free_port
+
+    port = free_port()
+    config = two_backends(fake_a, fake_b, envoy={"log_level": "error", "stats_port": port})
+    with running_proxy(tmp_path, config) as proxy:
+        stats = httpx.get(f"http://127.0.0.1:{port}/stats/prometheus", timeout=5)
+        assert stats.status_code == 200
+        assert "envoy_cluster_upstream_rq_total" in stats.text
+        # The rest of the admin API stays on 127.0.0.1:admin_port only.
+        for method, path in (("POST", "/quitquitquit"), ("GET", "/config_dump")):
+            refused = httpx.request(method, f"http://127.0.0.1:{port}{path}", timeout=5)
+            assert refused.status_code == 404
+        with httpx.Client(timeout=30) as client:
+            assert chat(client, proxy.base_url).status_code == 200
