@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,10 +29,44 @@ PROVIDER_KEY = "sk-fake-provider-key-0000"
 CLIENT_KEY = "sk-fake-client-key-1111"
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    """The lowest port the kernel picks for outgoing connections (Linux; else 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(span: int = 1) -> int:
+    """A free loopback port (with the ``span - 1`` ports after it free too).
+
+    Chosen below the kernel's ephemeral range: a port from that range can be
+    taken, between this check and the server's bind, as the source port of
+    any outgoing connection (a Redis client's, say), and a test then fails for
+    nothing.
+    """
+    low = min(_ephemeral_low(), 32768)
+    for _ in range(1000):
+        base = random.randrange(10000, low - span)
+        ports = range(base, base + span)
+        # Never the same port twice in one test run: a test picks several
+        # before anything binds them.
+        if _handed_out.isdisjoint(ports) and all(_bindable(port) for port in ports):
+            _handed_out.update(ports)
+            return base
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+_handed_out: set[int] = set()
 
 
 def wait_for(
@@ -149,7 +184,8 @@ def proxy_config(backends: dict[str, Any], **top: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "port": free_port(),
         "anthropic_port": free_port(),
-        "grpc_port": free_port(),
+        # Room for --workers (grpc_port + index).
+        "grpc_port": free_port(span=4),
         "admin_port": free_port(),
         "backends": backends,
         "log_level": "info",

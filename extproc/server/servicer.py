@@ -173,6 +173,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     log.exception("ext_proc: %s failed on %s", type(processor).__name__, kind)
                     action = processor.internal_error(kind, exc)
                 yield to_response(kind, action)
+                if last_reply(isinstance(processor, UpstreamRole), kind, request, action):
+                    # End the RPC ourselves: left open, Envoy resets it when the HTTP
+                    # stream ends, and grpc.aio leaks the failed read's ops (~100 B per
+                    # stream, grpc/grpc#43360).
+                    return
         finally:
             if processor is not None:
                 processor.close()
@@ -216,6 +221,28 @@ def header_pairs(header_map: Any) -> list[tuple[str, bytes]]:
 #: An action now, or one to await (which may itself need awaiting: an async
 #: stage's answer to a body processed in a thread).
 Pending = Action | Awaitable[Any]
+
+
+def last_reply(upstream: bool, kind: str, request: Any, action: Action) -> bool:
+    """Whether Envoy sends nothing more on this stream once ``action`` answered ``request``.
+
+    An immediate response ends the HTTP request. The UPSTREAM role sees the request side
+    only; the ROUTER role's last message is the end of the answer: the body's end (no
+    trailers are asked for), response headers that end the answer or switch its body
+    off, or the trailers (full-duplex streams). Anything else: more may come.
+    """
+    if isinstance(action, Reply):
+        return True
+    message = getattr(request, kind)
+    if upstream:
+        return kind in ("request_headers", "request_body") and bool(message.end_of_stream)
+    if kind == "response_trailers":
+        return True
+    if kind == "response_body":
+        return bool(message.end_of_stream)
+    if kind == "response_headers":
+        return bool(message.end_of_stream) or action.response_body_mode == "none"
+    return False
 
 
 def _dispatch(processor: RouterRole | UpstreamRole, kind: str, request: Any) -> Pending:

@@ -22,6 +22,7 @@ from tests.harness import (
     running_proxy,
 )
 from tests.observe.postgres import usage_postgres_dsn  # noqa: F401 (a shared session fixture)
+from tests.redis_server import redis_server  # noqa: F401 (a real redis-server per test)
 
 
 def _fake(name: str) -> Iterator[FakeOpenAI]:
