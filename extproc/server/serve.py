@@ -151,9 +151,9 @@ async def _serve_one(config: Config, with_envoy: bool, load: LoadConfig | None) 
             envoy = await start_envoy(config)
         reloader = _reloader(config, load, processors, observability.telemetry, envoy, index)
         sighup.reload = reloader.reload if reloader is not None else None
-        if index is None and with_envoy:
+        if with_envoy:
             announce(config)
-        if index is not None:
+        elif index is not None:
             log.info(
                 "worker %d serving ext_proc on %s:%d", index, config.grpc_host, config.grpc_port
             )

@@ -57,6 +57,8 @@ def test_probes_on_both_listeners_are_not_forwarded(
             assert report["status"] == "ready"
             assert report["backends"] == {"total": 2, "ok": 2, "cooling": 0, "disabled": 0}
             assert report["replica"]["pid"] > 0
+        # The log says what runs (a bug once also claimed "--no-envoy" here).
+        assert "proxy ready" in proxy.log() and "serving ext_proc only" not in proxy.log()
         seen = [r.path for fake in (fake_a, fake_b) for r in fake.requests]
         assert not [path for path in seen if path.endswith(("/health", "/ready"))], seen
         # A POST is not a probe: /health only answers GET.
