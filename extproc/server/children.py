@@ -3,28 +3,37 @@
 Every process the proxy starts (Envoy, the capture process, extproc workers, a
 local model server) is linked to the supervisor's life: on Linux the kernel
 sends the child ``SIGKILL`` the moment its parent dies, however it dies
-(``kill -9``, an OOM kill, a crash), through ``prctl(PR_SET_PDEATHSIG)`` set in
-the child between ``fork`` and ``exec``. Without it an orphaned Envoy keeps the
-client and admin ports and answers 503 to everything, and the next start fails
-with "Address already in use".
+(``kill -9``, an OOM kill, a crash), through ``prctl(PR_SET_PDEATHSIG)``.
+Without it an orphaned Envoy keeps the client and admin ports and answers 503
+to everything, and the next start fails with "Address already in use".
 
-Use :func:`child_kwargs` for ``subprocess.Popen`` and
-``asyncio.create_subprocess_exec`` alike::
+The signal is set by util-linux's ``setpriv --pdeathsig KILL``, which then
+execs the real program (same pid): not by a ``preexec_fn``, which runs Python
+in the forked child of a process full of threads (gRPC's, asyncio's) and there
+crashed now and then (a new Envoy dead of SIGSEGV before its ``exec``)::
 
-    await asyncio.create_subprocess_exec(*argv, **child_kwargs())
+    await asyncio.create_subprocess_exec(*linked(argv), **child_kwargs())
+
+A Python child started with ``multiprocessing`` (spawn) calls
+:func:`die_with_parent` itself, first thing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["child_kwargs", "die_with_parent", "linked_to_parent"]
+__all__ = ["child_kwargs", "die_with_parent", "linked", "linked_to_parent"]
+
+log = logging.getLogger(__name__)
 
 #: ``<linux/prctl.h>``: PR_SET_PDEATHSIG, PR_GET_PDEATHSIG.
 _PR_SET_PDEATHSIG = 1
@@ -65,14 +74,30 @@ def linked_to_parent() -> bool:
     return value.value != 0
 
 
-def child_kwargs(*, new_session: bool = False) -> dict[str, Any]:
-    """Keyword arguments that make a spawned process die with this one.
+def linked(argv: Sequence[str]) -> list[str]:
+    """``argv``, run so that it dies with this process (Linux, with util-linux's setpriv)."""
+    setpriv = _setpriv()
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
-    ``new_session`` also puts the child in its own session (no terminal
-    signals from the user's Ctrl-C: the supervisor stops it in order).
+
+@functools.cache
+def _setpriv() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    found = shutil.which("setpriv")
+    if found is None:
+        log.warning(
+            "setpriv (util-linux) is not installed: child processes will outlive a killed proxy"
+        )
+    return found
+
+
+def child_kwargs(*, new_session: bool = False) -> dict[str, Any]:
+    """Keyword arguments for spawning a child (never a ``preexec_fn``: see above).
+
+    ``new_session`` puts the child in its own session (no terminal signals from
+    the user's Ctrl-C: the supervisor stops it in order).
     """
-    parent = os.getpid()
-    kwargs: dict[str, Any] = {"preexec_fn": lambda: die_with_parent(parent)}
-    if new_session:
-        kwargs["start_new_session"] = True
-    return kwargs
+    return {"start_new_session": True} if new_session else {}

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from extproc.server.children import child_kwargs
+from extproc.server.children import child_kwargs, linked
 from extproc.server.envoy_admin import AdminUnreachable, admin_request
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,9 @@ class EnvoyProcess:
         try:
             # Its own session: a terminal's Ctrl-C reaches the supervisor, which
             # drains Envoy in order instead of Envoy exiting at once.
-            return await asyncio.create_subprocess_exec(*args, **child_kwargs(new_session=True))
+            return await asyncio.create_subprocess_exec(
+                *linked(args), **child_kwargs(new_session=True)
+            )
         except OSError as exc:
             raise EnvoyError(f"cannot start Envoy ({self.binary}): {exc}") from None
 

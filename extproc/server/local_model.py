@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from extproc.config import Config
-from extproc.server.children import child_kwargs
+from extproc.server.children import child_kwargs, linked
 
 __all__ = ["SMOLLM2_GGUF", "LocalModelError", "LocalModelServer", "default_model_path"]
 
@@ -156,7 +156,7 @@ class LocalModelServer:
             try:
                 # Its own session: Ctrl-C reaches the proxy, which stops it in order.
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.argv(model_path),
+                    *linked(self.argv(model_path)),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Bodies at least this large are processed off the event loop.
 OFFLOAD_BYTES = 256 * 1024
+#: After the last reply of a stream, how long to wait for Envoy to close it before
+#: ending it from this side (see ``last_reply``).
+LINGER_SECONDS = 10.0
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
@@ -174,9 +177,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     action = processor.internal_error(kind, exc)
                 yield to_response(kind, action)
                 if last_reply(isinstance(processor, UpstreamRole), kind, request, action):
-                    # End the RPC ourselves: left open, Envoy resets it when the HTTP
-                    # stream ends, and grpc.aio leaks the failed read's ops (~100 B per
-                    # stream, grpc/grpc#43360).
+                    # Nothing more comes: wait for Envoy's reset without a read in
+                    # flight (grpc.aio leaks a failed batch's ops, ~100 B a stream:
+                    # grpc/grpc#43360); grpc cancels this task when the reset comes.
+                    await asyncio.sleep(LINGER_SECONDS)
                     return
         finally:
             if processor is not None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import grpc
 
 from extproc.config import Config
-from extproc.server.children import child_kwargs
+from extproc.server.children import child_kwargs, linked
 
 __all__ = [
     "FIRST_BACKOFF",
@@ -168,7 +168,7 @@ class WorkerPool:
             SUPERVISOR_PID_ENV: str(os.getpid()),
         }
         slot.proc = await asyncio.create_subprocess_exec(
-            *worker_argv(self.argv, slot.index, slot.port),
+            *linked(worker_argv(self.argv, slot.index, slot.port)),
             stdin=asyncio.subprocess.DEVNULL,
             env=env,
             **child_kwargs(new_session=True),

@@ -189,6 +189,7 @@ def test_reload_under_load_fails_no_request(
             time.sleep(0.5)  # a little more load on the kept config
         streamer.join(60)
         served = sum(load.statuses.values())
+        print(f"requests during the reloads: {served}, statuses {dict(load.statuses)}")
         assert served >= 100
         assert load.failures == [], load.failures[:5]
         assert load.statuses == Counter({200: served})

@@ -33,6 +33,9 @@ from extproc.sessions.session import Session, SessionBook
 __all__ = ["ProviderLegStage", "SessionStage"]
 
 _HEADER_CLIENT = "sessions.header_client"
+#: Client dialects that continue a conversation from an answer's id (a Responses
+#: ``previous_response_id``): only their answer ids are linked to the session.
+CONTINUES_BY_ANSWER_ID = frozenset({"openai-responses"})
 
 
 class SessionStage(Stage):
@@ -145,16 +148,20 @@ class SessionStage(Stage):
         session = ctx.session
         if session is None:
             return
+        # Only a Responses client continues an answer by its id (previous_response_id);
+        # linking every other dialect's answer ids would only fill the alias index
+        # (one entry a request, up to 4 x max_sessions) with ids nobody resolves.
+        response_id = ctx.response_id if ctx.frontend in CONTINUES_BY_ANSWER_ID else None
         if ctx.state.get("interactive") == "answered":
             # A command answered by the proxy: a Responses client continuing it
             # joins this session, and the provider's chain resumes before it.
-            if ctx.response_id:
-                self._book.link_answer(session, ctx.response_id, ctx.state.get("chain_parent"))
+            if response_id:
+                self._book.link_answer(session, response_id, ctx.state.get("chain_parent"))
             return
         route = None
         if ctx.route is not None:
             route = ctx.route.cluster + (f" ({ctx.model})" if ctx.model else "")
-        self._book.after_request(session, route=route, response_id=ctx.response_id)
+        self._book.after_request(session, route=route, response_id=response_id)
 
 
 class ProviderLegStage(Stage):
