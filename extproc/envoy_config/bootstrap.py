@@ -332,6 +332,10 @@ def _router_ext_proc(config: Config, grpc_limit: int) -> dict[str, Any]:
             },
             # Streams switch the response body to STREAMED per request.
             "allow_mode_override": True,
+            # x-envoy-* headers are Envoy's: by default a processor's change to them is
+            # rejected (counted in ext_proc.rejected_header_mutations), and the attempt
+            # count Envoy adds to every answer reached clients. The ROUTER role removes it.
+            "mutation_rules": {"allow_envoy": True},
             # Which host answered (instance, schema): read on the response side.
             "response_attributes": [HOST_METADATA_ATTRIBUTE],
             "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},

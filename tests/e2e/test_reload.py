@@ -217,3 +217,28 @@ def test_envoy_metrics_on_the_stats_port_and_nothing_else(
             assert refused.status_code == 404
         with httpx.Client(timeout=30) as client:
             assert chat(client, proxy.base_url).status_code == 200
+
+
+def test_no_header_change_of_the_proxy_is_refused_by_envoy(
+    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    """Envoy's own headers on answers are removed, not refused (x-envoy-attempt-count once
+    reached every client, and Envoy counted one rejected mutation per request)."""
+    with (
+        running_proxy(tmp_path, two_backends(fake_a, fake_b)) as proxy,
+        httpx.Client(timeout=30) as client,
+    ):
+        for body in ({}, {"stream": True}):
+            answer = client.post(
+                f"{proxy.base_url}/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": USER, **body},
+                headers=AUTH,
+            )
+            assert answer.status_code == 200
+            assert "x-envoy-attempt-count" not in answer.headers
+        rejected = [
+            line
+            for line in proxy.admin("/stats").splitlines()
+            if "rejected_header_mutations" in line
+        ]
+        assert rejected and all(line.endswith(": 0") for line in rejected), rejected
