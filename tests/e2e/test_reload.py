@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import two_backends
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -28,6 +29,7 @@ from tests.harness import (
     wait_for,
     write_config,
 )
+from tests.redis_server import RedisServer
 
 USER = [{"role": "user", "content": "hi"}]
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -139,11 +141,16 @@ def _slow_stream(base: str, out: dict[str, Any]) -> None:
     out["chunks"] = chunks
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_reload_under_load_fails_no_request(
-    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI, workers: int, request: Any
 ) -> None:
     config = two_backends(fake_a, fake_b, shutdown={"drain_timeout": 20})
-    with running_proxy(tmp_path, config) as proxy:
+    if workers > 1:
+        # As deployed: replicas sharing their state through a real Redis.
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        config["state"] = {"backend": "redis", "redis_url": redis.url}
+    with running_proxy(tmp_path, config, "--workers", str(workers)) as proxy:
         # Streams from the first backend crawl: one stays open across the hot restart.
         fake_a.set_fault(chunk_delay=0.25)
         stream: dict[str, Any] = {}
@@ -160,12 +167,19 @@ def test_reload_under_load_fails_no_request(
             }
             write_config(proxy.config_path, fresh)
             answer = reload(proxy)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["envoy"] == "hot restarted"
+            if workers == 1:
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["envoy"] == "hot restarted"
+            else:
+                # A worker checks the config and asks the supervisor, which tells
+                # every worker and restarts Envoy.
+                assert answer.status_code == 202, answer.text
+                wait_for(lambda: proxy.log().count("config reloaded") == 3, timeout=30)
+                assert "Envoy hot restarted" in proxy.log()
             with httpx.Client(timeout=30) as client:
-                routed = chat(client, proxy.base_url, "extra-model")
-            assert routed.status_code == 200, routed.text
-            assert "beta says hello to extra-model" in routed.text
+                routed = [chat(client, proxy.base_url, "extra-model") for _ in range(4)]
+            assert all(r.status_code == 200 for r in routed), [r.text for r in routed]
+            assert all("beta says hello to extra-model" in r.text for r in routed)
 
             # 2. An alias only (no Envoy change), by SIGHUP.
             fresh["routing"] = {"aliases": {"nickname": "openai:gpt-4o"}}
@@ -173,8 +187,12 @@ def test_reload_under_load_fails_no_request(
             proxy.proc.send_signal(signal.SIGHUP)
 
             def alias_works() -> bool:
+                # Every replica knows it (several requests reach each of them).
                 with httpx.Client(timeout=30) as client:
-                    return chat(client, proxy.base_url, "nickname").status_code == 200
+                    return all(
+                        chat(client, proxy.base_url, "nickname").status_code == 200
+                        for _ in range(4 * workers)
+                    )
 
             wait_for(alias_works, timeout=30)
             assert "Envoy unchanged" in proxy.log()

@@ -23,6 +23,7 @@ import pytest
 from tests.e2e.conftest import two_backends
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import CLIENT_KEY, ProxyProcess, start_proxy, wait_for
+from tests.redis_server import RedisServer
 
 USER = [{"role": "user", "content": "hi"}]
 HEADERS = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -129,8 +130,12 @@ async def _load(
     return results
 
 
-def _kill_worker_under_load(tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI) -> None:
-    proxy = start_proxy(tmp_path, two_backends(fake_a, fake_b), "--workers", "2")
+def _kill_worker_under_load(
+    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI, redis_url: str
+) -> None:
+    # As deployed: the two replicas share their state through a real Redis.
+    state = {"backend": "redis", "redis_url": redis_url}
+    proxy = start_proxy(tmp_path, two_backends(fake_a, fake_b, state=state), "--workers", "2")
     try:
         [first] = worker_pids(proxy)[0]
         port0 = proxy.grpc_port
@@ -173,8 +178,10 @@ def _kill_worker_under_load(tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpen
         proxy.stop(signal.SIGKILL)
 
 
-def test_kill_one_worker_under_load(tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI) -> None:
-    _kill_worker_under_load(tmp_path, fake_a, fake_b)
+def test_kill_one_worker_under_load(
+    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    _kill_worker_under_load(tmp_path, fake_a, fake_b, redis_server.url)
 
 
 def test_all_workers_down_fails_closed_then_recovers(
