@@ -52,6 +52,7 @@ from bench.procs import (
     envoy_ready,
     find_envoy_binary,
     free_port,
+    spawn,
     start_baseline_envoy,
     start_proxy,
 )
@@ -236,23 +237,10 @@ def _start_envoy(
 
 
 def _spawn(
-    stack: contextlib.ExitStack,
-    name: str,
-    args: list[str],
-    log_path: Path,
-    ready: Any,
+    stack: contextlib.ExitStack, name: str, args: list[str], log_path: Path, ready: Any
 ) -> Managed:
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    managed = Managed(name, proc, log_path)
-    stack.callback(managed.stop)
+    """bench.procs' spawner (stopped with ``stack``), then wait until ``ready()``."""
+    managed = spawn(stack, name, args, log_path)
     managed.wait_for(ready, "readiness")
     return managed
 

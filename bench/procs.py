@@ -163,7 +163,7 @@ class Managed:
             time.sleep(0.05)
 
 
-def _spawn(
+def spawn(
     stack: contextlib.ExitStack,
     name: str,
     args: list[str],
@@ -198,7 +198,7 @@ def start_fake(
     args += ["--control-port", str(control_port)]
     args += ["--name", "bench", "--api-key", api_key, "--models", "gpt-4o-mini,gpt-4o"]
     args += ["--answer-chars", str(answer_chars), "--chunk-chars", str(chunk_chars)]
-    fake = _spawn(stack, "fake", args, workdir / "fake.log")
+    fake = spawn(stack, "fake", args, workdir / "fake.log")
     fake.wait_for(lambda: f"listening on {port}" in fake.log(), "'listening on' line")
     return fake, port, control_port
 
@@ -266,7 +266,7 @@ def start_proxy(
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     args = [sys.executable, "-m", "extproc", "--config", str(config_path)]
-    proxy = _spawn(stack, "extproc" if name == "proxy" else name, args, workdir / f"{name}.log")
+    proxy = spawn(stack, "extproc" if name == "proxy" else name, args, workdir / f"{name}.log")
     envoy_pids: list[int] = []
 
     def stop_envoy() -> None:  # runs after proxy.stop(): only a left-over Envoy is stopped
@@ -301,7 +301,7 @@ def start_baseline_envoy(
     args += ["--log-level", config.envoy.log_level]
     if config.envoy.concurrency:
         args += ["--concurrency", str(config.envoy.concurrency)]
-    envoy = _spawn(stack, "envoy-baseline", args, workdir / "envoy-baseline.log")
+    envoy = spawn(stack, "envoy-baseline", args, workdir / "envoy-baseline.log")
     envoy.wait_for(lambda: envoy_ready(config.admin_port), "LIVE on admin /ready")
     return envoy
 

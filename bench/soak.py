@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 
 from bench.httpclient import HttpConnection, ProtocolError, Response, build_request, connect
-from bench.procs import Managed, _spawn, fake_control, free_port, start_proxy
+from bench.procs import Managed, fake_control, free_port, spawn, start_proxy
 from bench.stats import percentile
 
 DEFAULT_LOGS = Path("bench/results/soak")
@@ -92,7 +92,7 @@ def start_fakes(stack: contextlib.ExitStack, logs: Path) -> dict[str, tuple[int,
         args = [sys.executable, "-m", "tests.fakes.openai_upstream", "--port", str(port)]
         args += ["--control-port", str(control), "--name", name, "--api-key", f"sk-fake-{name}"]
         args += ["--models", "gpt-4o", "--answer-chars", "64", "--chunk-chars", "8"]
-        fake = _spawn(stack, name, args, logs / f"{name}.log")
+        fake = spawn(stack, name, args, logs / f"{name}.log")
         fake.wait_for(partial(_listening, fake, port), "'listening on'")
         ports[name] = (port, control)
     return ports
@@ -256,7 +256,7 @@ def start_memory_fake(stack: contextlib.ExitStack, logs: Path) -> int:
     args += ["--name", "memory", "--api-key", "sk-fake-memory", "--models", MEMORY_MODEL]
     args += ["--answer-chars", str(MEMORY_ANSWER_CHARS)]
     args += ["--chunk-chars", str(MEMORY_CHUNK_CHARS)]
-    fake = _spawn(stack, "memory-fake", args, logs / "memory-fake.log")
+    fake = spawn(stack, "memory-fake", args, logs / "memory-fake.log")
     fake.wait_for(partial(_listening, fake, port), "'listening on'")
     return port
 

@@ -278,8 +278,3 @@ class App:
         if self.resolver.default_model and self.config.default_backend:
             add(self.resolver.default_model, self.config.default_backend.partition(":")[0])
         return list(seen.values())
-
-
-def rebuild_app(config: Config, old: App, telemetry: Telemetry) -> App:
-    """The application for a reloaded ``config``, keeping ``old``'s long-lived state."""
-    return App(config, telemetry, carry=old)

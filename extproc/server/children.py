@@ -31,13 +31,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["child_kwargs", "die_with_parent", "linked", "linked_to_parent"]
+__all__ = ["child_kwargs", "die_with_parent", "linked"]
 
 log = logging.getLogger(__name__)
 
-#: ``<linux/prctl.h>``: PR_SET_PDEATHSIG, PR_GET_PDEATHSIG.
+#: ``<linux/prctl.h>``: PR_SET_PDEATHSIG.
 _PR_SET_PDEATHSIG = 1
-_PR_GET_PDEATHSIG = 2
 
 _libc: Any = None
 
@@ -62,16 +61,6 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
         prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
-
-
-def linked_to_parent() -> bool:
-    """Whether this process has a parent-death signal set (for tests and diagnostics)."""
-    prctl = _prctl()
-    if prctl is None:
-        return False
-    value = ctypes.c_int(0)
-    prctl(_PR_GET_PDEATHSIG, ctypes.byref(value), 0, 0, 0)
-    return value.value != 0
 
 
 def linked(argv: Sequence[str]) -> list[str]:

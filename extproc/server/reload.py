@@ -92,6 +92,8 @@ class Reloader:
         self._lock = asyncio.Lock()
         #: How many reloads switched to a new config (for diagnostics and tests).
         self.reloads = 0
+        #: The generation running now (what a failed Envoy restart goes back to).
+        self._running_generation = ""
 
     async def reload(self) -> ReloadResult:
         async with self._lock:
@@ -121,7 +123,7 @@ class Reloader:
                         500,
                     )
             generation = self._generation(config)
-            old_generation = self._generation_of_running()
+            old_generation = self._running_generation
             if new_app is not None:
                 assert self._apps is not None
                 self._apps.install(new_app, generation)
@@ -159,11 +161,6 @@ class Reloader:
                 "workers": "notified" if self._notify_workers is not None else None,
                 "milliseconds": round(elapsed, 1),
             }
-
-    _running_generation: str = ""
-
-    def _generation_of_running(self) -> str:
-        return self._running_generation
 
     def started_with(self, config: Config) -> Reloader:
         """Record the generation of the config the process started with."""

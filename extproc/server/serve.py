@@ -217,7 +217,7 @@ def _reloader(
     if load is None:
         return None
     from extproc.envoy_config import bootstrap_generation, build_bootstrap, render
-    from extproc.processing.app import rebuild_app
+    from extproc.processing import App
     from extproc.server.reload import Reloader
 
     def load_checked() -> Config:
@@ -227,7 +227,7 @@ def _reloader(
         return fresh if index is None else as_worker(fresh, index)
 
     def build(fresh: Config, old: Any) -> Any:
-        app = rebuild_app(fresh, old, telemetry)
+        app = App(fresh, telemetry, carry=old)
         app.admin.reload_hook = hook
         return app
 
