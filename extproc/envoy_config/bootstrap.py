@@ -125,6 +125,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+# Stands for the CA bundle's path while a generation is computed.
+_ANY_CA = "ca-bundle"
+
+
 def default_ca_file() -> str:
     """The CA bundle Envoy uses to verify providers (certifi's, portable)."""
     import certifi
@@ -146,10 +150,9 @@ def build_bootstrap(
     Envoy with the config that Envoy was built from while the old one drains.
     """
     bootstrap = _build(config, ca_file, baseline_cluster)
-    # The generation does not depend on where the CA bundle lives: the extproc
-    # computes it from the config alone (bootstrap_generation).
-    plain = bootstrap if ca_file is None else _build(config, None, baseline_cluster)
-    _stamp_generation(bootstrap, generation_of(plain))
+    # The generation does not depend on where the CA bundle lives (certifi's
+    # path is the virtualenv's): the extproc computes it from the config alone.
+    _stamp_generation(bootstrap, generation_of(_build(config, _ANY_CA, baseline_cluster)))
     return bootstrap
 
 
@@ -160,7 +163,7 @@ def generation_of(bootstrap: dict[str, Any]) -> str:
 
 def bootstrap_generation(config: Config) -> str:
     """The generation Envoy's ext_proc streams carry for ``config`` (see build_bootstrap)."""
-    return generation_of(_build(config, None, None))
+    return generation_of(_build(config, _ANY_CA, None))
 
 
 def _stamp_generation(node: Any, generation: str) -> None:

@@ -323,3 +323,21 @@ def test_every_ext_proc_stream_names_the_bootstrap_generation() -> None:
     text = json.dumps(boot)
     generation = bootstrap_generation(build_config(CONFIGS["local-pool"]))
     assert text.count(f'"key": "{GENERATION_METADATA}", "value": "{generation}"') >= 2
+
+
+def test_the_generation_does_not_depend_on_where_the_ca_bundle_lives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CI found this: certifi's bundle is under the virtualenv, so a generation
+    # hashed with its path differed per checkout and the committed bootstraps
+    # went stale on every other machine.
+    from extproc.envoy_config import bootstrap as module
+    from extproc.envoy_config import bootstrap_generation
+
+    config = build_config(CONFIGS["mixed-tls"])
+    before = bootstrap_generation(config)
+    monkeypatch.setattr(module, "default_ca_file", lambda: "/elsewhere/cacert.pem")
+    assert bootstrap_generation(config) == before
+    stamped = json.dumps(module.build_bootstrap(config, ca_file="/some/ca.pem"))
+    assert f'"value": "{before}"' in stamped
+    assert "/some/ca.pem" in stamped
