@@ -49,6 +49,7 @@ completes the step where the thresholds are first met: at most
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -141,6 +142,11 @@ class LoopConfig:
         if self.long_period < 1 or self.min_distinct < 0:
             raise ValueError("long_period must be positive, min_distinct not negative")
 
+    @property
+    def min_alarm_chars(self) -> int:
+        """No loop is found in less text than this (the smallest ``needed_span``)."""
+        return min(self.min_chars, self.code_min_chars, self.low_content_min_chars)
+
     def needed_span(
         self, period: int, in_code: bool = False, content: bool = True, lines: bool = False
     ) -> int:
@@ -178,6 +184,23 @@ class LoopFound:
     """Offset just past the verified repetition: where the loop was detected."""
 
 
+@functools.lru_cache(maxsize=64)
+def _limits(config: LoopConfig) -> tuple[int, int, int]:
+    """A detector's bounds for ``config``: longest run, window, k-grams kept (computed once)."""
+    # The longest run a threshold needs (the span less one period) ...
+    longest = max(
+        config.needed_span(period, code, content, lines) - period
+        for period in (config.min_period, config.long_period - 1, config.max_period)
+        for code in (False, True)
+        for content in (False, True)
+        for lines in (False, True)
+    )
+    max_run = max(longest, config.max_period) + STEP_CHARS
+    # ... and the text it is compared with, one period back.
+    window = max_run + config.max_period + KEY_CHARS
+    return max_run, window, config.max_period + 4 * STEP_CHARS
+
+
 class LoopDetector:
     """Feed an answer's text deltas; :meth:`feed` returns the loop once it is found.
 
@@ -207,18 +230,7 @@ class LoopDetector:
 
     def __init__(self, config: LoopConfig = LoopConfig()) -> None:
         self._config = config
-        # The longest run a threshold needs (the span less one period) ...
-        longest = max(
-            config.needed_span(period, code, content, lines) - period
-            for period in (config.min_period, config.long_period - 1, config.max_period)
-            for code in (False, True)
-            for content in (False, True)
-            for lines in (False, True)
-        )
-        self._max_run = max(longest, config.max_period) + STEP_CHARS
-        # ... and the text it is compared with, one period back.
-        self._window = self._max_run + config.max_period + KEY_CHARS
-        self._seen_limit = config.max_period + 4 * STEP_CHARS
+        self._max_run, self._window, self._seen_limit = _limits(config)
         self._buf = ""  # text[_base:], list markers normalized
         self._base = 0
         self._held = ""  # the end of the last line, while it may become a list marker

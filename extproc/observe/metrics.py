@@ -8,6 +8,9 @@ format) from a daemon thread.
 The hot-path methods take plain arguments and cache the labelled child of each
 metric per label tuple in a bounded dict, so a request costs a few dict lookups
 and lock-protected additions, not a ``.labels()`` resolution per call. The
+request-path metrics are the lean families of :mod:`extproc.observe.fastmetrics`
+(one lock round trip per observation; the same scrape as prometheus_client's
+``Counter``/``Histogram``). The
 ``model`` label is client-influenced (pass-through selectors let a client name
 any model), so its distinct values are capped: after :data:`MODEL_LABEL_LIMIT`
 values every new model is counted as ``"other"``.
@@ -27,24 +30,25 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    make_wsgi_app,
-)
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+from extproc.observe.fastmetrics import (
+    FastCounter,
+    FastCounterFamily,
+    FastHistogram,
+    FastHistogramFamily,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -142,24 +146,23 @@ _POLL_SECONDS = 0.1
 
 _QUEUE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
-_M = TypeVar("_M", Counter, Histogram)
-_Key = TypeVar("_Key", bound=tuple[object, ...])
+_M = TypeVar("_M", FastCounter, FastHistogram)
+_Key = TypeVar("_Key", bound=Hashable)
 
 
 class _Children(dict[_Key, _M]):
-    """Label tuple -> labelled child, bounded (cleared when full)."""
+    """Cache key -> labelled child, bounded (cleared when full)."""
 
-    __slots__ = ("_metric",)
+    __slots__ = ("_labels",)
 
-    def __init__(self, metric: _M) -> None:
+    def __init__(self, labels: Callable[..., _M]) -> None:
         super().__init__()
-        self._metric: _M = metric
+        self._labels: Callable[..., _M] = labels
 
     def get_child(self, key: _Key, labels: tuple[str, ...]) -> _M:
         if len(self) >= CHILD_CACHE_LIMIT:
             self.clear()
-        child: _M = self._metric.labels(*labels)
-        self[key] = child
+        child = self[key] = self._labels(*labels)
         return child
 
 
@@ -250,7 +253,7 @@ class StageTimer:
 
     __slots__ = ("_child", "_start")
 
-    def __init__(self, child: Histogram | None) -> None:
+    def __init__(self, child: FastHistogram | None) -> None:
         self._child = child
         self._start = 0.0
 
@@ -288,26 +291,26 @@ class Metrics:
             GCCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
         reg = self.registry
-        self.requests = Counter(
+        self.requests = FastCounterFamily(
             "llm_proxy_requests",
             "Client requests answered, by client protocol, backend instance, model, HTTP status.",
             ["frontend", "backend", "model", "status"],
             registry=reg,
         )
-        self.errors = Counter(
+        self.errors = FastCounterFamily(
             "llm_proxy_errors",
             "Errors the proxy generated itself (not relayed from a provider), by error code.",
             ["frontend", "code"],
             registry=reg,
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = FastHistogramFamily(
             "llm_proxy_request_seconds",
             "Whole request duration as extproc saw it (first header to last byte).",
             ["frontend", "streamed"],
             buckets=REQUEST_BUCKETS,
             registry=reg,
         )
-        self.stage_seconds = Histogram(
+        self.stage_seconds = FastHistogramFamily(
             "llm_proxy_stage_seconds",
             "Processing time inside extproc per step (decode, pipeline stages, encode, "
             "response translation).",
@@ -315,34 +318,34 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=reg,
         )
-        self.ttft_seconds = Histogram(
+        self.ttft_seconds = FastHistogramFamily(
             "llm_proxy_ttft_seconds",
             "Time to first token of streamed answers, from the client request.",
             ["frontend", "backend"],
             buckets=TTFT_BUCKETS,
             registry=reg,
         )
-        self.tokens = Counter(
+        self.tokens = FastCounterFamily(
             "llm_proxy_tokens",
             "Tokens reported by providers, by kind (input includes cached; output "
             "includes reasoning).",
             ["backend", "model", "kind"],
             registry=reg,
         )
-        self.upstream_attempts = Counter(
+        self.upstream_attempts = FastCounterFamily(
             "llm_proxy_upstream_attempts",
             "Attempts sent to backend instances (retries and failover included), by outcome.",
             ["backend", "outcome"],
             registry=reg,
         )
-        self.safety_actions = Counter(
+        self.safety_actions = FastCounterFamily(
             "llm_proxy_safety_actions",
             "What the safety stages did: secrets redacted (by direction and kind), tool calls "
             "blocked (by stage and rule), lockouts.",
             ["stage", "action", "detail"],
             registry=reg,
         )
-        self.tokens_saved = Counter(
+        self.tokens_saved = FastCounterFamily(
             "llm_proxy_tokens_saved",
             "Input tokens the proxy saved by compressing requests (estimated), by stage.",
             ["stage"],
@@ -355,18 +358,22 @@ class Metrics:
         self._model_limit = model_limit
         self._models: set[str] = set()
         self._models_lock = threading.Lock()
-        self._requests: _Children[tuple[str, str, str, int | str], Counter] = _Children(
-            self.requests
+        self._requests: _Children[tuple[str, str, str, int | str], FastCounter] = _Children(
+            self.requests.labels
         )
-        self._errors: _Children[tuple[str, str], Counter] = _Children(self.errors)
-        self._request_seconds: _Children[tuple[str, bool], Histogram] = _Children(
-            self.request_seconds
+        self._errors: _Children[tuple[str, str], FastCounter] = _Children(self.errors.labels)
+        self._request_seconds: _Children[tuple[str, bool], FastHistogram] = _Children(
+            self.request_seconds.labels
         )
-        self._stage_seconds: _Children[tuple[str], Histogram] = _Children(self.stage_seconds)
-        self._ttft: _Children[tuple[str, str], Histogram] = _Children(self.ttft_seconds)
-        self._tokens: dict[tuple[str, str], tuple[Counter, ...]] = {}
-        self._attempts: _Children[tuple[str, str], Counter] = _Children(self.upstream_attempts)
-        self._safety: _Children[tuple[str, str, str], Counter] = _Children(self.safety_actions)
+        self._stage_seconds: _Children[str, FastHistogram] = _Children(self.stage_seconds.labels)
+        self._ttft: _Children[tuple[str, str], FastHistogram] = _Children(self.ttft_seconds.labels)
+        self._tokens: dict[tuple[str, str], tuple[FastCounter, ...]] = {}
+        self._attempts: _Children[tuple[str, str], FastCounter] = _Children(
+            self.upstream_attempts.labels
+        )
+        self._safety: _Children[tuple[str, str, str], FastCounter] = _Children(
+            self.safety_actions.labels
+        )
 
         self.server: WSGIServer | None = None
         self.port = 0
@@ -433,18 +440,16 @@ class Metrics:
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         """Time spent in one extproc step (``decode``, a stage name, ``encode``...)."""
-        key = (stage,)
-        hist = self._stage_seconds.get(key)
+        hist = self._stage_seconds.get(stage)
         if hist is None:
-            hist = self._stage_seconds.get_child(key, key)
+            hist = self._stage_seconds.get_child(stage, (stage,))
         hist.observe(seconds)
 
     def stage_timer(self, stage: str) -> StageTimer:
         """A context manager observing its block into ``llm_proxy_stage_seconds``."""
-        key = (stage,)
-        hist = self._stage_seconds.get(key)
+        hist = self._stage_seconds.get(stage)
         if hist is None:
-            hist = self._stage_seconds.get_child(key, key)
+            hist = self._stage_seconds.get_child(stage, (stage,))
         return StageTimer(hist)
 
     def observe_ttft(self, frontend: str, backend: str, seconds: float) -> None:

@@ -84,6 +84,9 @@ class AnswerFilter:
     #: The filter may emit tool calls of its own (tool calls written as text): the
     #: tool-call gate goes after it, so every check sees them.
     makes_tool_calls: bool = False
+    #: Set by :meth:`AnswerChain.whole`: the events are a whole answer, nothing
+    #: follows them, so text cannot grow past their end (a filter need not hold it).
+    complete: bool = False
 
     @property
     def holding(self) -> bool:
@@ -158,6 +161,8 @@ class AnswerChain:
         (id, model, usage and source fields kept), or the error a filter ended
         it with.
         """
+        for flt in self._filters:
+            flt.complete = True
         events, changed = self.feed(response_events(response))
         rest = self.finish()
         if rest:  # released only now: the answer changed

@@ -71,10 +71,11 @@ class Pipeline:
         for i in range(start, len(stages)):
             stage = stages[i]
             outcome = self._call(stage, ctx, request)
+            if outcome is None:  # the common case: on to the next stage
+                continue
             if inspect.isawaitable(outcome):
                 return self._finish_async(outcome, i, stage, ctx, request)
-            if outcome is not None:
-                return outcome
+            return outcome
         return None
 
     async def _finish_async(

@@ -113,13 +113,13 @@ class RouterProcessor:
         method = headers.get(":method", "")
         raw_path = headers.get(":path", "/")
         path, _, query_string = raw_path.partition("?")
-        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
         self._dialect = dialect_for(path, headers, query)
         try:
             endpoint = match_endpoint(method, path, headers, query, self.app.protocols)
             codec = get_codec(endpoint.protocol)
             key = client_key(headers) or query.get("key")
-            public_query = {k: v for k, v in query.items() if k != "key"}
+            public_query = {k: v for k, v in query.items() if k != "key"} if query else query
             clean_headers = {
                 k: v
                 for k, v in headers.items()

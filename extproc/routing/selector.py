@@ -31,6 +31,7 @@ percent-encoded (``%7C``, ``%5E``, ``%21``, ``%5B``, ``%5D``).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -160,8 +161,23 @@ class Route:
         return op.join(str(leg) for leg in self.legs)
 
 
+#: Expressions this long or shorter are parsed once (every request names one).
+_CACHED_CHARS = 256
+
+
 def parse_route(text: str) -> Route:
     """Parse a routing expression or raise :class:`InvalidRequest` saying what is wrong."""
+    if len(text) <= _CACHED_CHARS:
+        return _parse_route_cached(text)
+    return _parse_route(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_route_cached(text: str) -> Route:
+    return _parse_route(text)
+
+
+def _parse_route(text: str) -> Route:
     raw = text.strip()
     used = [op for op in _OPERATORS if op in raw]
     if len(used) > 1:

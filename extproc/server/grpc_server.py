@@ -8,8 +8,6 @@ stopping process can let them finish.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc  # type: ignore[import-untyped]
@@ -35,24 +33,6 @@ def max_message_bytes(app: App) -> int:
     """Largest gRPC message either side may send: a whole body plus headers."""
     limits = app.config.limits
     return max(limits.max_request_bytes, limits.max_response_bytes) * 2 + _MESSAGE_SLACK
-
-
-class _CountedProcessor(ExternalProcessor):
-    """The ext_proc servicer, with its open streams counted in a :class:`ServingState`."""
-
-    def __init__(self, processors: Processors, state: ServingState) -> None:
-        super().__init__(processors)
-        self._state = state
-
-    async def Process(
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        self._state.stream_started()
-        try:
-            async for response in super().Process(request_iterator, context):
-                yield response
-        finally:
-            self._state.stream_ended()
 
 
 async def start_grpc_server(
@@ -86,7 +66,7 @@ async def start_grpc_server(
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(  # type: ignore[no-untyped-call]
-        _CountedProcessor(processors or Processors(app, capture_sink), state), server
+        ExternalProcessor(processors or Processors(app, capture_sink), state), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(state.health, server)
     # Envoy's attempt log (every upstream attempt's status) for the health board.

@@ -33,6 +33,7 @@ from extproc.internalapi import (
 from extproc.processing import Action, Continue, Reply
 from extproc.processing.factory import Processors, RouterRole, UpstreamRole
 from extproc.processing.observer import ObserverProcessor, Side
+from extproc.server.serving_state import ServingState
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +146,22 @@ def to_response(kind: str, action: Action) -> Any:
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, processors: Processors) -> None:
+    """``state``: counts the open streams (a stopping process lets them finish)."""
+
+    def __init__(self, processors: Processors, state: ServingState | None = None) -> None:
         self.processors = processors
+        self._state = state if state is not None else ServingState()
 
     async def Process(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         role = _role(context)
-        if role in OBSERVER_ROLES:
-            await self._observe(OBSERVER_ROLES[role], request_iterator)
-            return
         processor: RouterRole | UpstreamRole | None = None
+        self._state.stream_started()
         try:
+            if role in OBSERVER_ROLES:
+                await self._observe(OBSERVER_ROLES[role], request_iterator)
+                return
             async for request in request_iterator:
                 kind = request.WhichOneof("request")
                 if processor is None:
@@ -183,6 +188,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     await asyncio.sleep(LINGER_SECONDS)
                     return
         finally:
+            self._state.stream_ended()
             if processor is not None:
                 processor.close()
 

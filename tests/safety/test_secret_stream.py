@@ -283,3 +283,56 @@ def test_bad_bounds() -> None:
         StreamRedactor(REDACTOR, max_token_hold=8)
     with pytest.raises(ValueError):
         StreamRedactor(REDACTOR, max_token_hold=1024, max_block_hold=512)
+
+
+# -- whole answers: nothing follows the text, so a token at its end is complete ------------
+
+
+def _whole_answer_text(text: str) -> tuple[str, bool]:
+    """``text`` as a whole answer through the redaction filter: the text, and whether the
+    provider's answer object came back unchanged (its bytes may go out)."""
+    from extproc.canonical import CanonicalResponse, TextPart
+    from extproc.pipeline.answer import AnswerChain
+    from extproc.pipeline.stages.redaction import _AnswerRedaction
+
+    response = CanonicalResponse(id="r", model="m", content=[TextPart(text=text)])
+    final, failure = AnswerChain([_AnswerRedaction(REDACTOR, lambda *_: None)]).whole(response)
+    assert failure is None
+    out = "".join(p.text for p in final.content if isinstance(p, TextPart))
+    return out, final is response
+
+
+@settings(max_examples=300, deadline=None)
+@given(framed_secret())
+def test_a_whole_answer_is_redacted_as_one_text(sample: tuple[str, str, str]) -> None:
+    text, _prefix, _suffix = sample
+    out, unchanged = _whole_answer_text(text)
+    expected, found = REDACTOR.redact_text(text)
+    assert out == expected
+    assert unchanged == (found == 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "set it with export OPENAI_API_KEY=",  # a value could follow in a stream: not here
+        "the prefix alone: sk-",
+        "Authorization: Bearer",
+        "x" * 20_000,  # longer than any token hold
+        "-----BEGIN",
+    ],
+)
+def test_a_whole_answer_without_a_secret_goes_out_as_the_provider_sent_it(text: str) -> None:
+    assert REDACTOR.redact_text(text)[1] == 0
+    assert _whole_answer_text(text) == (text, True)
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_a_secret_anywhere_in_a_long_whole_answer_is_redacted(where: str) -> None:
+    filler = "lorem ipsum " * 2_000
+    text = {"start": GITHUB + " " + filler, "middle": filler + GITHUB + " " + filler}.get(
+        where, filler + GITHUB
+    )
+    out, unchanged = _whole_answer_text(text)
+    assert GITHUB not in out and not unchanged
+    assert out == REDACTOR.redact_text(text)[0]

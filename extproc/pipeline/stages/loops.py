@@ -73,8 +73,8 @@ class LoopFilter(AnswerFilter):
     def __init__(
         self, config: LoopConfig, reasoning: bool, on_loop: Callable[[str], None] | None
     ) -> None:
-        self._text = LoopDetector(config)
-        self._thinking = LoopDetector(config) if reasoning else None
+        self._text = _Channel(config)
+        self._thinking = _Channel(config) if reasoning else None
         self._on_loop = on_loop
 
     def on_events(self, events: Sequence[StreamEvent]) -> Emit | None:
@@ -111,6 +111,40 @@ class LoopFilter(AnswerFilter):
             if keep_until > delta_start:
                 out.append(TextDelta(text=event.text[: keep_until - delta_start]))
         return Emit(out, end=EndAnswer(reason="stop", note=loop_note(found)))
+
+
+class _Channel:
+    """One detector, made only once the channel's text could hold a loop.
+
+    No loop is found in less than :attr:`LoopConfig.min_alarm_chars` chars: until
+    then the deltas are only kept, then fed as one (most answers end before).
+    """
+
+    __slots__ = ("_config", "_detector", "_pending", "_pending_chars")
+
+    def __init__(self, config: LoopConfig) -> None:
+        self._config = config
+        self._detector: LoopDetector | None = None
+        self._pending: list[str] = []
+        self._pending_chars = 0
+
+    @property
+    def consumed(self) -> int:
+        """Chars received so far."""
+        detector = self._detector
+        return self._pending_chars if detector is None else detector.consumed
+
+    def feed(self, text: str) -> LoopFound | None:
+        detector = self._detector
+        if detector is None:
+            self._pending.append(text)
+            self._pending_chars += len(text)
+            if self._pending_chars < self._config.min_alarm_chars:
+                return None
+            detector = self._detector = LoopDetector(self._config)
+            text = "".join(self._pending)
+            self._pending = []
+        return detector.feed(text)
 
 
 def _trim(events: list[StreamEvent], end_offset: int, keep_until: int) -> list[StreamEvent]:

@@ -204,7 +204,9 @@ class _AnswerRedaction(AnswerFilter):
                 elif isinstance(event, ReasoningDelta) and event.text:
                     reasoning = True  # event by event below
                     break
-            if not reasoning and (not texts or self._text.pass_whole("".join(texts))):
+            if not reasoning and (
+                not texts or self._text.pass_whole("".join(texts), final=self.complete)
+            ):
                 return None  # no secret, nothing held: the events pass as they are
         out: list[StreamEvent] | None = None
         for i, event in enumerate(events):

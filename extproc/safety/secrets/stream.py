@@ -145,21 +145,29 @@ class StreamRedactor:
         out = self._drain(final=False)
         return text if out == text else out  # the same object when nothing changed
 
-    def pass_whole(self, text: str) -> bool:
+    def pass_whole(self, text: str, *, final: bool = False) -> bool:
         """True when ``text`` may go out unchanged, as it is (it is then taken as sent).
 
         That is: nothing is held, no secret is in it (with the lookbehind as
         context), and its last token cannot still grow into one. One call can
-        judge the text of several events at once.
+        judge the text of several events at once. ``final``: nothing follows
+        ``text`` (a whole answer), so only a secret inside it matters.
         """
-        if self._held or self._block_open or self._swallow != _NONE or not self._quiet(text):
+        if self._held or self._block_open or self._swallow != _NONE:
+            return False
+        if final:
+            off = len(self._lookbehind)
+            if any(f.end > off for f in self._scanner.find(self._lookbehind + text)):
+                return False
+        elif not self._quiet(text):
             return False
         self._remember(text)
         return True
 
     def finish(self) -> str:
         """The rest of the text, redacted. The redactor is then ready for a new channel."""
-        out = "" if self._swallow != _NONE else self._drain(final=True)
+        # Nothing held: nothing to emit (the lookbehind went out already).
+        out = "" if self._swallow != _NONE or not self._held else self._drain(final=True)
         redacted = self.redacted
         self._reset()
         self.redacted = redacted
