@@ -12,6 +12,7 @@ __all__ = [
     "EXT_PROC_FILTER",
     "GENERATION_METADATA",
     "HEALTH_PATH",
+    "HOSTS_ALIKE_HEADER",
     "HOST_METADATA_ATTRIBUTE",
     "INTERNAL_PREFIX",
     "METADATA_NAMESPACE",
@@ -31,6 +32,10 @@ __all__ = [
 INTERNAL_PREFIX = "x-llm-"
 #: The cluster the ROUTER role chose; Envoy's routes match on it.
 CLUSTER_HEADER = "x-llm-cluster"
+#: Set by the ROUTER role on a request to a failover cluster whose hosts all get
+#: the same request (one credential, e.g. replicas): it has set the host headers
+#: itself, and Envoy skips the UPSTREAM role's stream for the first attempt.
+HOSTS_ALIKE_HEADER = "x-llm-hosts-alike"
 #: Dynamic and host metadata namespace: host metadata (which backend
 #: instance, schema and model an endpoint is) and the usage fields the ROUTER
 #: role hands Envoy's access log.

@@ -32,6 +32,7 @@ from extproc.internalapi import (
     GENERATION_METADATA,
     HEALTH_PATH,
     HOST_METADATA_ATTRIBUTE,
+    HOSTS_ALIKE_HEADER,
     METADATA_NAMESPACE,
     OBSERVE_CLIENT_ROLE,
     OBSERVE_PROVIDER_ROLE,
@@ -894,6 +895,60 @@ def _replica_health() -> dict[str, Any]:
     }
 
 
+def _upstream_roles(config: Config, grpc_limit: int, plan: ClusterPlan) -> list[dict[str, Any]]:
+    """The UPSTREAM role's filter; in ``shared`` clusters skipped when the ROUTER role
+    marked the request (its hosts all get the same headers: it set them already)."""
+    if plan.encoding == "per-attempt":
+        return [_upstream_ext_proc(config, grpc_limit, True)]
+    skip_when_alike = {
+        "name": "envoy.filters.http.match_delegate",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": _upstream_ext_proc(config, grpc_limit, False),
+            "xds_matcher": {
+                "matcher_list": {
+                    "matchers": [
+                        {
+                            "predicate": {
+                                "single_predicate": {
+                                    "input": {
+                                        "name": "hosts-alike",
+                                        "typed_config": {
+                                            "@type": _T
+                                            + "envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                                            "header_name": HOSTS_ALIKE_HEADER,
+                                        },
+                                    },
+                                    "value_match": {"exact": "1"},
+                                }
+                            },
+                            "on_match": {
+                                "action": {
+                                    "name": "skip",
+                                    "typed_config": {
+                                        "@type": _T + "envoy.extensions.filters.common."
+                                        "matcher.action.v3.SkipFilter"
+                                    },
+                                }
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    # The mark never reaches a provider (Envoy shares the header map between
+    # attempts: a retry finds it gone and runs the UPSTREAM role, which is right).
+    drop_mark = {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": _HEADER_MUTATION,
+            "mutations": {"request_mutations": [{"remove": HOSTS_ALIKE_HEADER}]},
+        },
+    }
+    return [skip_when_alike, drop_mark]
+
+
 def _upstream_ext_proc(config: Config, grpc_limit: int, with_body: bool) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
@@ -1044,11 +1099,7 @@ def _llm_cluster(
                 "common_http_protocol_options": {"idle_timeout": "60s"},
                 "http_filters": [
                     *([_b_leg_mutation()] if config.sessions.enabled else []),
-                    *(
-                        [_upstream_ext_proc(config, grpc_limit, plan.encoding == "per-attempt")]
-                        if with_ext_proc
-                        else []
-                    ),
+                    *(_upstream_roles(config, grpc_limit, plan) if with_ext_proc else []),
                     # Last before the codec: the exact bytes of each attempt, both ways.
                     *([_observer(config, grpc_limit, OBSERVE_PROVIDER_ROLE)] if observe else []),
                     {

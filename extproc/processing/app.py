@@ -237,6 +237,16 @@ class App:
         self.backend_header_names = frozenset(
             name for backend in self.backends.values() for name in backend.headers
         )
+        #: Failover clusters whose hosts all get the same request, headers included
+        #: (one credential: replicas, regions of one account): the ROUTER role sets
+        #: the host headers and the first attempt needs no UPSTREAM stream.
+        self.alike_hosts: dict[str, dict[str, str]] = {}
+        for name, plan in self.plans.items():
+            if plan.encoding != "shared":
+                continue
+            headers = [self.backends[e.instance].host_headers() for e in plan.endpoints]
+            if all(h == headers[0] for h in headers):
+                self.alike_hosts[name] = headers[0]
         self.models = self._model_list()
         #: Protocols with a codec: the frontends the proxy answers.
         self.protocols = frozenset(CODECS)

@@ -24,7 +24,7 @@ from extproc.canonical.tokens import estimate_tokens
 from extproc.codecs import Codec, get_codec
 from extproc.codecs.base import RequestMeta, ResponseContext
 from extproc.errors import InvalidRequest, PayloadTooLarge
-from extproc.internalapi import CLUSTER_HEADER
+from extproc.internalapi import CLUSTER_HEADER, HOSTS_ALIKE_HEADER
 from extproc.pipeline import AnswerChain, RequestContext, RequestOutcome
 from extproc.processing.headers import ATTEMPT_COUNT_HEADER, UPSTREAM_MARK
 from extproc.processing.local_replies import local_reply_error
@@ -130,6 +130,12 @@ class Exchange:
             set_headers, out = self.app.backends[endpoint.instance].encode(
                 request, model, endpoint.params
             )
+            alike = self.app.alike_hosts.get(route.cluster)
+            if alike is not None:
+                # Every host gets these headers too: set them here, and Envoy skips
+                # the UPSTREAM role for the first attempt (retries still run it).
+                set_headers.update(alike)
+                set_headers[HOSTS_ALIKE_HEADER] = "1"
         else:
             envelope = Envelope(request=request, model=route.model, request_id=ctx.request_id)
             out = _envelope_encoder.encode(envelope)

@@ -11,6 +11,7 @@ import pytest
 
 from extproc.config import build_config
 from extproc.envoy_config import build_bootstrap, render
+from extproc.internalapi import HOSTS_ALIKE_HEADER
 from tests.harness import envoy_binary
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -267,8 +268,23 @@ def test_upstream_role_only_where_envoy_chooses_the_host() -> None:
     ]
     per_attempt = upstream_filters("pool/smart")[1]["typed_config"]["processing_mode"]
     assert per_attempt["request_body_mode"] == "BUFFERED"
-    shared = upstream_filters("pool/twin")[1]["typed_config"]["processing_mode"]
+    twin = upstream_filters("pool/twin")
+    assert [f["name"] for f in twin] == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.match_delegate",  # skips the role when the ROUTER marked it
+        "envoy.filters.http.header_mutation",  # the mark never reaches a provider
+        "envoy.filters.http.upstream_codec",
+    ]
+    delegate = twin[1]["typed_config"]
+    shared = delegate["extension_config"]["typed_config"]["processing_mode"]
     assert shared["request_body_mode"] == "NONE"
+    (matcher,) = delegate["xds_matcher"]["matcher_list"]["matchers"]
+    predicate = matcher["predicate"]["single_predicate"]
+    assert predicate["input"]["typed_config"]["header_name"] == HOSTS_ALIKE_HEADER
+    assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
+    assert twin[2]["typed_config"]["mutations"]["request_mutations"] == [
+        {"remove": HOSTS_ALIKE_HEADER}
+    ]
 
 
 def test_routing_aliases_plan_pools_suffixes_and_a_hedged_race() -> None:
