@@ -14,15 +14,20 @@ Processes (all started here, stopped by PID):
   cluster header the routes need, and the proxy's stream body mode).
 * **proxy**: ``python -m extproc`` with the default config (every default stage on);
   **all**: the same with every agent stage on (tool access rules, sandbox, compression
-  besides the defaults); **proxy-c1**: the default proxy with ``envoy.concurrency: 1``.
+  besides the defaults); **proxy-cpus**: the default proxy with Envoy's own default
+  (``envoy.concurrency``: a worker per CPU) instead of the proxy's sizing (CPUs less extproc
+  workers: 1 on 2 CPUs). The floor's Envoy gets the proxy's sizing; Envoy alone its own default.
 
-Kinds of request: ``json`` (single instance), ``stream`` (single instance, SSE) and ``pool``
-(a two-account failover pool: the UPSTREAM role runs). Each round runs every kind at c=1 and
-c=32 (``wrk -t1``) against every target in turn (A, B, C, D, A, B, C, D, ...); the figures
-are medians over rounds, differences and ratios paired within a round. Before the rounds,
-one request per kind and target is validated (status, answer text, SSE framing); wrk counts
-non-2xx answers and socket errors during the rounds. Messages per request come from each
-Envoy's ``ext_proc`` counters. Writes a small JSON report (``bench/results/floor.json``).
+Kinds of request: ``json`` (single instance), ``stream`` (single instance, SSE), ``pool`` (a
+failover pool of two replicas with one key: the ROUTER role sets the host headers and Envoy
+skips the UPSTREAM role on the first attempt) and ``accounts`` (a failover pool of two
+accounts, each with its own key: the UPSTREAM role runs on every attempt). Each round runs
+every kind at c=1 and c=32 (``wrk -t1``) against every target in turn (A, B, C, D, A, B, C,
+D, ...); the figures are medians over rounds, differences and ratios paired within a round.
+Before the rounds, one request per kind and target is validated (status, answer text, SSE
+framing); wrk counts non-2xx answers and socket errors during the rounds. Messages per
+request come from each Envoy's ``ext_proc`` counters. Writes a small JSON report
+(``bench/results/floor.json``).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from bench.procs import (
 )
 from bench.stats import median
 from bench.wrk import WrkResult, find_wrk, run_wrk, write_script
+from extproc.server.sizing import available_cpus, envoy_concurrency
 
 __all__ = [
     "ANSWER_TEXT",
@@ -75,6 +81,7 @@ PROVIDER_KEY = "sk-floor-upstream"
 JSON_MODEL = "gpt-json"
 STREAM_MODEL = "gpt-stream"
 POOL_MODEL = "bench-pool"
+ACCOUNTS_MODEL = "bench-accounts"
 #: What the direct_response upstream answers, in pieces (one SSE event each when streamed).
 ANSWER_PARTS = (
     "Envoy retries ",
@@ -88,7 +95,9 @@ ANSWER_PARTS = (
 ANSWER_TEXT = "".join(ANSWER_PARTS)
 DEFAULT_OUT = REPO / "bench" / "results" / "floor.json"
 
-KINDS = ("json", "stream", "pool")
+KINDS = ("json", "stream", "pool", "accounts")
+#: Kinds answered like ``json`` (Envoy alone: its json row).
+POOLS = ("pool", "accounts")
 LOADS = (1, 32)
 #: Bars from the issue ("Close to the floor").
 BAR_THROUGHPUT = 0.90
@@ -264,11 +273,11 @@ def backend_config(ports: Sequence[int]) -> dict[str, Any]:
     and the pool ``bench-pool`` fails over from ``openai`` to ``openai.1`` (the second port).
     """
 
-    def backend(port: int, base: str, models: list[str]) -> dict[str, Any]:
+    def backend(port: int, base: str, models: list[str], key: str = PROVIDER_KEY) -> dict[str, Any]:
         return {
             "type": "openai-compatible",
             "base_url": f"http://127.0.0.1:{port}{base}",
-            "api_key": PROVIDER_KEY,
+            "api_key": key,
             "models": models,
         }
 
@@ -280,10 +289,14 @@ def backend_config(ports: Sequence[int]) -> dict[str, Any]:
         "anthropic_port": 0,
         "backends": {
             "openai": backend(ports[0], "/v1", [JSON_MODEL]),
-            "openai.1": backend(ports[-1], "/v1", []),
+            "openai.1": backend(ports[-1], "/v1", []),  # a replica: the same key
+            "openai.2": backend(ports[-1], "/v1", [], PROVIDER_KEY + "-2"),  # an account
             "stream": backend(ports[0], "/sse/v1", [STREAM_MODEL]),
         },
-        "models": {POOL_MODEL: {"failover": [f"openai:{JSON_MODEL}", f"openai.1:{JSON_MODEL}"]}},
+        "models": {
+            POOL_MODEL: {"failover": [f"openai:{JSON_MODEL}", f"openai.1:{JSON_MODEL}"]},
+            ACCOUNTS_MODEL: {"failover": [f"openai:{JSON_MODEL}", f"openai.2:{JSON_MODEL}"]},
+        },
         "envoy": {"log_level": "error"},
         "metrics": {"port": 0},
     }
@@ -316,9 +329,19 @@ class Target:
 
 
 #: The proxy picks the backend by model; Envoy alone and the floor by path.
-PROXY_MODELS = {"json": JSON_MODEL, "stream": STREAM_MODEL, "pool": POOL_MODEL}
+PROXY_MODELS = {
+    "json": JSON_MODEL,
+    "stream": STREAM_MODEL,
+    "pool": POOL_MODEL,
+    "accounts": ACCOUNTS_MODEL,
+}
 PROXY_PATHS = dict.fromkeys(KINDS, CHAT_PATH)
-FLOOR_PATHS = {"json": CHAT_PATH, "stream": "/sse" + CHAT_PATH, "pool": "/pool" + CHAT_PATH}
+FLOOR_PATHS = {
+    "json": CHAT_PATH,
+    "stream": "/sse" + CHAT_PATH,
+    "pool": "/pool" + CHAT_PATH,
+    "accounts": "/accounts" + CHAT_PATH,
+}
 
 
 def _body(kind: str, model: str) -> bytes:
@@ -460,7 +483,7 @@ def _tables(report: Mapping[str, Any]) -> list[str]:
         rows = report["kinds"][kind]
         lines += [
             "",
-            f"### {kind}" + (" (Envoy alone: the json row)" if kind == "pool" else ""),
+            f"### {kind}" + (" (Envoy alone: the json row)" if kind in POOLS else ""),
             "",
             "| target | c=1 p50 | added p50 over Envoy | c=1 p99 | c=32 req/s | c=32 p50 "
             "| messages / request | streams / request | CPU ms / request (c=32) | errors |",
@@ -514,15 +537,16 @@ def _checks(phases: Mapping[tuple[str, str, int], list[Phase]]) -> list[dict[str
                 f"<= {BAR_ADDED_P50_MS} ms",
                 diff <= BAR_ADDED_P50_MS,
             )
-    pool1, json1 = get("proxy", "pool", 1), get("proxy", "json", 1)
-    if pool1 and json1:
-        diff = _paired(pool1, json1, "diff")
-        add(
-            "proxy: pool p50 - single p50, c=1",
-            diff,
-            f"<= {BAR_POOL_P50_MS} ms",
-            diff <= BAR_POOL_P50_MS,
-        )
+    for pool in POOLS:
+        pool1, json1 = get("proxy", pool, 1), get("proxy", "json", 1)
+        if pool1 and json1:
+            diff = _paired(pool1, json1, "diff")
+            add(
+                f"proxy: {pool} p50 - single p50, c=1",
+                diff,
+                f"<= {BAR_POOL_P50_MS} ms",
+                diff <= BAR_POOL_P50_MS,
+            )
     for kind in ("json", "stream"):
         all1, plain1 = get("all", kind, 1), get("proxy", kind, 1)
         if all1 and plain1:
@@ -543,13 +567,13 @@ def _checks(phases: Mapping[tuple[str, str, int], list[Phase]]) -> list[dict[str
                 ratio >= BAR_ALL_THROUGHPUT,
                 ".2f",
             )
-    alt32, plain32 = get("proxy-c1", "json", 32), get("proxy", "json", 32)
+    alt32, plain32 = get("proxy", "json", 32), get("proxy-cpus", "json", 32)
     if alt32 and plain32:
         ratio = _paired(alt32, plain32, "ratio")
         add(
-            "json: proxy Envoy --concurrency 1 / default req/s, c=32",
+            "json: proxy (sized Envoy) / Envoy's default workers req/s, c=32",
             ratio,
-            f">= {BAR_CONCURRENCY_GAIN} (then default to 1)",
+            f">= {BAR_CONCURRENCY_GAIN}",
             ratio >= BAR_CONCURRENCY_GAIN,
             ".2f",
         )
@@ -570,7 +594,7 @@ def _report(
                 f"c{load}": _summary(phases[(target.name, kind, load)], list(target.pids))
                 for load in LOADS
             }
-            base_kind = "json" if kind == "pool" else kind
+            base_kind = "json" if kind in POOLS else kind
             if target.name != "envoy":
                 row["added_p50_ms"] = _paired(
                     phases[(target.name, kind, 1)], phases[("envoy", base_kind, 1)], "diff"
@@ -625,7 +649,8 @@ def _start(
     upstream, ports = start_upstream(stack, logs, envoy_binary)
     shared = {"upstream": upstream.pid}
     base = backend_config(ports)
-    concurrency = base["envoy"].get("concurrency")
+    # The floor's Envoy is sized as the proxy sizes its own (envoy_concurrency).
+    concurrency = envoy_concurrency(base["envoy"].get("concurrency"), 1)
 
     envoy = start_baseline_envoy(stack, logs, base, envoy_binary)
     targets = [
@@ -645,7 +670,8 @@ def _start(
     assert {"instance/openai", "instance/stream", f"pool/{POOL_MODEL}"} <= set(clusters), clusters
     noop_args = [sys.executable, "-m", "bench.noop_extproc", "--port", str(floor_raw["grpc_port"])]
     noop_args += ["--cluster", "instance/openai", "--route", "/sse/=instance/stream"]
-    noop_args += ["--route", f"/pool/=pool/{POOL_MODEL}", "--stream-mode", "full_duplex"]
+    noop_args += ["--route", f"/pool/=pool/{POOL_MODEL}", "--alike", "/pool/"]
+    noop_args += ["--route", f"/accounts/=pool/{ACCOUNTS_MODEL}", "--stream-mode", "full_duplex"]
     noop_log = logs / "noop.log"
     noop = _spawn(
         stack,
@@ -671,10 +697,11 @@ def _start(
         ("proxy", backend_config(ports), KINDS),
         ("all", all_stages(backend_config(ports), logs), ("json", "stream")),
     ]
-    if (os.cpu_count() or 1) > 1 and concurrency != 1:
+    cpus = available_cpus()
+    if cpus != concurrency:
         alt = backend_config(ports)
-        alt["envoy"] = {**alt["envoy"], "concurrency": 1}
-        variants.append(("proxy-c1", alt, ("json",)))
+        alt["envoy"] = {**alt["envoy"], "concurrency": cpus}
+        variants.append(("proxy-cpus", alt, ("json",)))
     for name, config, kinds in variants:
         proxy, envoy_pid = start_proxy(stack, logs, config, name=f"proxy-{name}")
         targets.append(
@@ -755,7 +782,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": round(time.monotonic() - started),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
-        "envoy_concurrency": "default (CPU count)",
+        "envoy_concurrency": {
+            "proxy_and_floor": envoy_concurrency(None, 1),
+            "envoy_alone_and_proxy_cpus": available_cpus(),
+        },
     }
     lines = _tables(report)
     print("\n".join(lines))

@@ -81,7 +81,7 @@ from extproc.guards.loops import LoopConfig
 from extproc.guards.tool_loops import ToolLoopConfig
 from extproc.pipeline.answer import AnswerChain, AnswerFilter
 from extproc.pipeline.context import RequestContext
-from extproc.pipeline.stages.compression import SAVED_STATE, CompressionStage
+from extproc.pipeline.stages.compression import CompressionStage
 from extproc.pipeline.stages.empty_answers import EmptyAnswerStage
 from extproc.pipeline.stages.loops import LoopStage
 from extproc.pipeline.stages.tool_loops import ToolLoopStage
@@ -513,11 +513,11 @@ def compression(sizes_kb: Sequence[int], budget_kb: int) -> dict[str, Any]:
         stage = _compression_stage(True, threshold)
         contexts = [_ctx() for _ in copies]
         stage.on_request(contexts[0], copies[0])  # warm-up
-        saved = contexts[0].state.get(SAVED_STATE, 0)
+        saved = contexts[0].tokens_saved
         samples = _each_us(
             [partial(stage.on_request, c, r) for c, r in zip(contexts[1:], copies[1:], strict=True)]
         )
-        assert all(c.state.get(SAVED_STATE, 0) == saved for c in contexts[1:])
+        assert all(c.tokens_saved == saved for c in contexts[1:])
         off = _compression_stage(False, threshold)
         ctx = _ctx()
         off_us = _median_us(partial(off.on_request, ctx, request), 2000)

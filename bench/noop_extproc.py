@@ -10,7 +10,9 @@ continues unchanged, with the only work the proxy's own Envoy config makes unavo
 * ROUTER role, request headers: a header mutation setting the cluster header the proxy's
   routes match on (:data:`extproc.internalapi.CLUSTER_HEADER`) and ``clear_route_cache``, as
   the proxy does (the cluster by ``:path`` prefix, ``--route PREFIX=CLUSTER``, else
-  ``--cluster``);
+  ``--cluster``); for paths under an ``--alike PREFIX``, also the mark the proxy sets on
+  requests to a pool whose hosts all get the same request (Envoy then skips the UPSTREAM
+  role's stream, as for the proxy);
 * ROUTER role, response headers of a ``200 text/event-stream``: the body mode the proxy
   switches a stream to (``--stream-mode``: ``full_duplex``, the default proxy with answer
   stages, or ``streamed``), ``content-length`` removed as the proxy does; in full-duplex mode
@@ -39,7 +41,7 @@ from extproc._pb.envoy.config.core.v3 import base_pb2
 from extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from extproc.internalapi import CLUSTER_HEADER
+from extproc.internalapi import CLUSTER_HEADER, HOSTS_ALIKE_HEADER
 
 __all__ = ["NoopProcessor", "main", "serve"]
 
@@ -62,9 +64,16 @@ def _header(header_map: Any, name: str) -> str:
 class NoopProcessor(pb_grpc.ExternalProcessorServicer):
     """Answers every message with the minimal reply; see the module docstring."""
 
-    def __init__(self, cluster: str, routes: Sequence[tuple[str, str]], stream_mode: str) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        routes: Sequence[tuple[str, str]],
+        stream_mode: str,
+        alike: Sequence[str] = (),
+    ) -> None:
         self.cluster = cluster
         self.routes = list(routes)
+        self.alike = tuple(alike)
         self.full_duplex = stream_mode == "full_duplex"
         self.streams = 0
         self.messages = 0
@@ -93,10 +102,14 @@ class NoopProcessor(pb_grpc.ExternalProcessorServicer):
                 common = response.request_headers.response
                 option = common.header_mutation.set_headers.add()
                 option.header.key = CLUSTER_HEADER
-                option.header.raw_value = self._cluster_for(
-                    _header(request.request_headers.headers, ":path")
-                ).encode()
+                path = _header(request.request_headers.headers, ":path")
+                option.header.raw_value = self._cluster_for(path).encode()
                 option.append_action = _OVERWRITE
+                if self.alike and path.startswith(self.alike):
+                    mark = common.header_mutation.set_headers.add()
+                    mark.header.key = HOSTS_ALIKE_HEADER
+                    mark.header.raw_value = b"1"
+                    mark.append_action = _OVERWRITE
                 common.clear_route_cache = True
             elif kind == "response_headers":
                 headers = request.response_headers.headers
@@ -134,7 +147,12 @@ class NoopLogs(logs_service_pb2_grpc.LogsServiceServicer):
 
 
 async def serve(
-    host: str, port: int, cluster: str, routes: Sequence[tuple[str, str]], stream_mode: str
+    host: str,
+    port: int,
+    cluster: str,
+    routes: Sequence[tuple[str, str]],
+    stream_mode: str,
+    alike: Sequence[str] = (),
 ) -> None:
     """Serve until SIGTERM or SIGINT; print the message counts then."""
     server = grpc.aio.server(
@@ -146,7 +164,7 @@ async def serve(
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ]
     )
-    processor = NoopProcessor(cluster, routes, stream_mode)
+    processor = NoopProcessor(cluster, routes, stream_mode, alike)
     logs = NoopLogs()
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)  # type: ignore[no-untyped-call]
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(logs, server)  # type: ignore[no-untyped-call]
@@ -187,9 +205,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="PREFIX=CLUSTER: requests whose :path starts with PREFIX go to CLUSTER",
     )
     parser.add_argument("--stream-mode", choices=["full_duplex", "streamed"], default="full_duplex")
+    parser.add_argument(
+        "--alike",
+        action="append",
+        default=[],
+        help="PREFIX: requests under it go to a pool whose hosts get the same request",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.cluster, args.route, args.stream_mode))
+        asyncio.run(
+            serve(args.host, args.port, args.cluster, args.route, args.stream_mode, args.alike)
+        )
     return 0
 
 

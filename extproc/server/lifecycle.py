@@ -78,13 +78,21 @@ async def start_local_model(config: Config) -> Any:
 async def start_envoy(config: Config) -> Any:
     from extproc.envoy_config import build_bootstrap, render
     from extproc.server.envoy_process import EnvoyProcess, find_envoy
+    from extproc.server.sizing import envoy_concurrency
 
+    concurrency = envoy_concurrency(config.envoy.concurrency, config.workers)
+    log.info(
+        "Envoy with %d worker thread%s (%s)",
+        concurrency,
+        "" if concurrency == 1 else "s",
+        "envoy.concurrency" if config.envoy.concurrency else "CPUs less extproc workers",
+    )
     envoy = EnvoyProcess(
         find_envoy(config.envoy.binary),
         render(build_bootstrap(config)),
         admin_port=config.admin_port,
         log_level=config.envoy.log_level,
-        concurrency=config.envoy.concurrency,
+        concurrency=concurrency,
         # A reload's old Envoy: connections are told to close within a few
         # seconds; streams still open get the drain timeout to finish.
         drain_seconds=min(5.0, config.shutdown.drain_timeout),
