@@ -442,6 +442,11 @@ def _summary(phases: Sequence[Phase], pids: Sequence[str]) -> dict[str, Any]:
         "p99_ms": median([r.p99_ms for r in results]),
         "rps": median([r.rps for r in results]),
         "cpu_ms_per_request": median([r.cpu_ms_per_request(list(pids)) for r in results]),
+        # Each process's share (Envoy, extproc or the no-op server): sizing figures.
+        "cpu_ms_per_request_by_process": {
+            name: round(median([r.cpu_ms_per_request([name]) for r in results]), 3)
+            for name in pids
+        },
         "machine_cores": median(
             [r.cpu_s.get("machine", 0.0) / r.seconds for r in results if r.seconds]
         ),
@@ -633,7 +638,18 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (5; quick 2)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
+    parser.add_argument(
+        "--kinds",
+        type=lambda text: tuple(text.split(",")),
+        default=KINDS,
+        help=f"comma-separated subset of {','.join(KINDS)} (pools bring json along)",
+    )
     args = parser.parse_args(argv)
+    unknown = set(args.kinds) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
+    if set(args.kinds) & set(POOLS):
+        args.kinds = (*args.kinds, "json")
     args.seconds = args.seconds or (1.0 if args.quick else 3.0)
     args.rounds = args.rounds or (2 if args.quick else 5)
     return args
@@ -730,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         logs = Path(tmp)
         targets, shared = _start(stack, logs, envoy_binary)
+        for target in targets:
+            target.kinds = tuple(k for k in target.kinds if k in args.kinds)
         problems = []
         scripts: dict[tuple[str, str], Path] = {}
         for target in targets:
