@@ -444,8 +444,7 @@ def _summary(phases: Sequence[Phase], pids: Sequence[str]) -> dict[str, Any]:
         "cpu_ms_per_request": median([r.cpu_ms_per_request(list(pids)) for r in results]),
         # Each process's share (Envoy, extproc or the no-op server): sizing figures.
         "cpu_ms_per_request_by_process": {
-            name: round(median([r.cpu_ms_per_request([name]) for r in results]), 3)
-            for name in pids
+            name: round(median([r.cpu_ms_per_request([name]) for r in results]), 3) for name in pids
         },
         "machine_cores": median(
             [r.cpu_s.get("machine", 0.0) / r.seconds for r in results if r.seconds]

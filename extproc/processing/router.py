@@ -184,7 +184,7 @@ class RouterProcessor:
             outcome = exchange.run_stages(request)
         except ProxyError as exc:
             return self._error_reply(exc)
-        if inspect.isawaitable(outcome):
+        if outcome is not None and inspect.isawaitable(outcome):
             return self._after_async_stages(outcome)
         return self._after_stages(outcome)
 

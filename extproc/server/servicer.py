@@ -48,6 +48,8 @@ _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 _NONE = processing_mode_pb2.ProcessingMode.NONE
 _FULL_DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
 _SEND = processing_mode_pb2.ProcessingMode.SEND
+#: What a processor's answer is once nothing is left to await.
+_ACTIONS = (Continue, Reply)
 
 
 def headers_dict(header_map: Any) -> dict[str, str]:
@@ -174,7 +176,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     )
                 try:
                     action = _dispatch(processor, kind, request)
-                    while not isinstance(action, Continue | Reply):
+                    while not isinstance(action, _ACTIONS):
                         # A large body processed in a thread, or an async stage.
                         action = await action
                 except Exception as exc:  # a bug: answer it, never leave Envoy waiting

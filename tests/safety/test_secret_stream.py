@@ -336,3 +336,36 @@ def test_a_secret_anywhere_in_a_long_whole_answer_is_redacted(where: str) -> Non
     out, unchanged = _whole_answer_text(text)
     assert GITHUB not in out and not unchanged
     assert out == REDACTOR.redact_text(text)[0]
+
+
+# -- the answer filter: deltas in batches (a stream chunk carries several events) -----------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    framed_secret(),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=12),
+)
+def test_the_answer_filter_redacts_deltas_in_any_batches(
+    sample: tuple[str, str, str], cuts: list[int], batch_sizes: list[int]
+) -> None:
+    from extproc.canonical import Finish, StreamEvent, TextDelta
+    from extproc.pipeline.answer import AnswerChain
+    from extproc.pipeline.stages.redaction import _AnswerRedaction
+
+    text, _prefix, _suffix = sample
+    deltas = split(text, [c % (len(text) + 1) for c in cuts])
+    events: list[StreamEvent] = [TextDelta(d) for d in deltas if d]
+    chain = AnswerChain([_AnswerRedaction(REDACTOR, lambda *_: None)])
+    out: list[StreamEvent] = []
+    at, sizes = 0, iter(batch_sizes * (len(events) + 1))
+    while at < len(events):
+        size = next(sizes)
+        emitted, _changed = chain.feed(events[at : at + size])
+        out += emitted
+        at += size
+    out += chain.feed([Finish("stop")])[0] + chain.finish()
+    redacted = "".join(e.text for e in out if isinstance(e, TextDelta))
+    assert redacted == REDACTOR.redact_text(text)[0]
+    assert isinstance(out[-1], Finish)

@@ -195,21 +195,28 @@ class _AnswerRedaction(AnswerFilter):
         return self._text.held > 0 or self._reasoning.held > 0
 
     def on_events(self, events: Sequence[StreamEvent]) -> Emit | None:
+        start = 0
         if not self.holding:
             texts: list[str] = []
+            last_text = 0
             reasoning = False
-            for event in events:
+            for i, event in enumerate(events):
                 if isinstance(event, TextDelta):
                     texts.append(event.text)
+                    last_text = i
                 elif isinstance(event, ReasoningDelta) and event.text:
                     reasoning = True  # event by event below
                     break
-            if not reasoning and (
-                not texts or self._text.pass_whole("".join(texts), final=self.complete)
-            ):
-                return None  # no secret, nothing held: the events pass as they are
+            if not reasoning:
+                if not texts or self._text.pass_whole("".join(texts), final=self.complete):
+                    return None  # no secret, nothing held: the events pass as they are
+                if len(texts) > 1 and self._text.pass_whole("".join(texts[:-1])):
+                    # Usually only the last delta's end may still grow into a secret:
+                    # what comes before it passes as it is, in one scan.
+                    start = last_text
         out: list[StreamEvent] | None = None
-        for i, event in enumerate(events):
+        for i in range(start, len(events)):
+            event = events[i]
             new: list[StreamEvent] = [event]
             if isinstance(event, TextDelta):
                 released = self._released(self._reasoning, reasoning=True)
