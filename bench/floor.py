@@ -513,74 +513,65 @@ def _tables(report: Mapping[str, Any]) -> list[str]:
 
 
 def _checks(phases: Mapping[tuple[str, str, int], list[Phase]]) -> list[dict[str, Any]]:
-    def get(name: str, kind: str, load: int) -> list[Phase] | None:
-        return phases.get((name, kind, load))
-
     checks: list[dict[str, Any]] = []
 
-    def add(what: str, value: float, bar: str, ok: bool, fmt: str = "+.3f") -> None:
-        checks.append({"what": what, "value": value, "bar": bar, "pass": ok, "format": fmt})
+    def check(what: str, a: tuple[str, str, int], b: tuple[str, str, int], bar: float) -> None:
+        """``a`` over ``b``: a ratio of req/s at c=32 (at least ``bar``), else a p50
+        difference in ms (at most ``bar``); nothing when either was not measured."""
+        first, second = phases.get(a), phases.get(b)
+        if not first or not second:
+            return
+        ratio = a[2] == 32
+        value = _paired(first, second, "ratio" if ratio else "diff")
+        checks.append(
+            {
+                "what": what,
+                "value": value,
+                "bar": f">= {bar}" if ratio else f"<= {bar} ms",
+                "pass": value >= bar if ratio else value <= bar,
+                "format": ".2f" if ratio else "+.3f",
+            }
+        )
 
     for kind in KINDS:
-        proxy32, floor32 = get("proxy", kind, 32), get("floor", kind, 32)
-        if proxy32 and floor32:
-            ratio = _paired(proxy32, floor32, "ratio")
-            add(
-                f"{kind}: proxy / floor req/s, c=32",
-                ratio,
-                f">= {BAR_THROUGHPUT}",
-                ratio >= BAR_THROUGHPUT,
-                ".2f",
-            )
-        proxy1, floor1 = get("proxy", kind, 1), get("floor", kind, 1)
-        if proxy1 and floor1:
-            diff = _paired(proxy1, floor1, "diff")
-            add(
-                f"{kind}: proxy added p50 - floor added p50, c=1",
-                diff,
-                f"<= {BAR_ADDED_P50_MS} ms",
-                diff <= BAR_ADDED_P50_MS,
-            )
-    for pool in POOLS:
-        pool1, json1 = get("proxy", pool, 1), get("proxy", "json", 1)
-        if pool1 and json1:
-            diff = _paired(pool1, json1, "diff")
-            add(
-                f"proxy: {pool} p50 - single p50, c=1",
-                diff,
-                f"<= {BAR_POOL_P50_MS} ms",
-                diff <= BAR_POOL_P50_MS,
-            )
-    for kind in ("json", "stream"):
-        all1, plain1 = get("all", kind, 1), get("proxy", kind, 1)
-        if all1 and plain1:
-            diff = _paired(all1, plain1, "diff")
-            add(
-                f"{kind}: all stages - plain p50, c=1",
-                diff,
-                f"<= +{BAR_ALL_P50_MS} ms",
-                diff <= BAR_ALL_P50_MS,
-            )
-        all32, plain32 = get("all", kind, 32), get("proxy", kind, 32)
-        if all32 and plain32:
-            ratio = _paired(all32, plain32, "ratio")
-            add(
-                f"{kind}: all stages / plain req/s, c=32",
-                ratio,
-                f">= {BAR_ALL_THROUGHPUT}",
-                ratio >= BAR_ALL_THROUGHPUT,
-                ".2f",
-            )
-    alt32, plain32 = get("proxy", "json", 32), get("proxy-cpus", "json", 32)
-    if alt32 and plain32:
-        ratio = _paired(alt32, plain32, "ratio")
-        add(
-            "json: proxy (sized Envoy) / Envoy's default workers req/s, c=32",
-            ratio,
-            f">= {BAR_CONCURRENCY_GAIN}",
-            ratio >= BAR_CONCURRENCY_GAIN,
-            ".2f",
+        check(
+            f"{kind}: proxy / floor req/s, c=32",
+            ("proxy", kind, 32),
+            ("floor", kind, 32),
+            BAR_THROUGHPUT,
         )
+        check(
+            f"{kind}: proxy added p50 - floor added p50, c=1",
+            ("proxy", kind, 1),
+            ("floor", kind, 1),
+            BAR_ADDED_P50_MS,
+        )
+    for pool in POOLS:
+        check(
+            f"proxy: {pool} p50 - single p50, c=1",
+            ("proxy", pool, 1),
+            ("proxy", "json", 1),
+            BAR_POOL_P50_MS,
+        )
+    for kind in ("json", "stream"):
+        check(
+            f"{kind}: all stages - plain p50, c=1",
+            ("all", kind, 1),
+            ("proxy", kind, 1),
+            BAR_ALL_P50_MS,
+        )
+        check(
+            f"{kind}: all stages / plain req/s, c=32",
+            ("all", kind, 32),
+            ("proxy", kind, 32),
+            BAR_ALL_THROUGHPUT,
+        )
+    check(
+        "json: proxy (sized Envoy) / Envoy's default workers req/s, c=32",
+        ("proxy", "json", 32),
+        ("proxy-cpus", "json", 32),
+        BAR_CONCURRENCY_GAIN,
+    )
     return checks
 
 

@@ -25,8 +25,9 @@ from tests.observe.postgres import usage_postgres_dsn  # noqa: F401 (a shared se
 from tests.redis_server import redis_server  # noqa: F401 (a real redis-server per test)
 
 
-def _fake(name: str) -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(name=name, expected_api_key=f"{PROVIDER_KEY}-{name}")
+def running_fake(name: str, **options: Any) -> Iterator[FakeOpenAI]:
+    """A started fake OpenAI provider named ``name`` (its answers say so), stopped after."""
+    fake = FakeOpenAI(name=name, **options)
     fake.start()
     try:
         yield fake
@@ -36,12 +37,12 @@ def _fake(name: str) -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def fake_a() -> Iterator[FakeOpenAI]:
-    yield from _fake("alpha")
+    yield from running_fake("alpha", expected_api_key=f"{PROVIDER_KEY}-alpha")
 
 
 @pytest.fixture(scope="module")
 def fake_b() -> Iterator[FakeOpenAI]:
-    yield from _fake("beta")
+    yield from running_fake("beta", expected_api_key=f"{PROVIDER_KEY}-beta")
 
 
 def reactivate_all(proxy: ProxyProcess) -> None:

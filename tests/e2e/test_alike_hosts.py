@@ -10,6 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.e2e.conftest import running_fake
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import (
     CLIENT_KEY,
@@ -24,28 +25,19 @@ SHARED_KEY = f"{PROVIDER_KEY}-shared"
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-def _replica(name: str, key: str) -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(name=name, expected_api_key=key)
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 @pytest.fixture(scope="module")
 def one() -> Iterator[FakeOpenAI]:
-    yield from _replica("one", SHARED_KEY)
+    yield from running_fake("one", expected_api_key=SHARED_KEY)
 
 
 @pytest.fixture(scope="module")
 def two() -> Iterator[FakeOpenAI]:
-    yield from _replica("two", SHARED_KEY)
+    yield from running_fake("two", expected_api_key=SHARED_KEY)
 
 
 @pytest.fixture(scope="module")
 def other() -> Iterator[FakeOpenAI]:
-    yield from _replica("other", f"{PROVIDER_KEY}-other")
+    yield from running_fake("other", expected_api_key=f"{PROVIDER_KEY}-other")
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import anthropic
 import openai
 import pytest
 
+from tests.e2e.conftest import running_fake
 from tests.e2e.stages_for_tests import CUT_AFTER, NOTE
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import (
@@ -31,12 +32,7 @@ LONG = "word " * 200  # 1,000 characters: 250 chunks of 4
 
 @pytest.fixture(scope="module")
 def slow_fake() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(name="slow", chunk_chars=4)
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from running_fake("slow", chunk_chars=4)
 
 
 @pytest.fixture(scope="module")
