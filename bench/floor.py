@@ -14,9 +14,13 @@ Processes (all started here, stopped by PID):
   cluster header the routes need, and the proxy's stream body mode).
 * **proxy**: ``python -m extproc`` with the default config (every default stage on);
   **all**: the same with every agent stage on (tool access rules, sandbox, compression
-  besides the defaults); **proxy-cpus**: the default proxy with Envoy's own default
+  besides the defaults); **proxy-noop**: the proxy's own process
+  (``bench.proxy_noop_router``) with its ROUTER role answering like the no-op server: what
+  the proxy costs over it is the exchange, what it costs over the floor is the server around
+  the exchange; **proxy-cpus**: the default proxy with Envoy's own default
   (``envoy.concurrency``: a worker per CPU) instead of the proxy's sizing (CPUs less extproc
-  workers: 1 on 2 CPUs). The floor's Envoy gets the proxy's sizing; Envoy alone its own default.
+  workers: 1 on 2 CPUs). The floor's Envoy gets the proxy's sizing; Envoy alone its own
+  default.
 
 Kinds of request: ``json`` (single instance), ``stream`` (single instance, SSE), ``pool`` (a
 failover pool of two replicas with one key: the ROUTER role sets the host headers and Envoy
@@ -699,17 +703,19 @@ def _start(
         )
     )
 
-    variants: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
-        ("proxy", backend_config(ports), KINDS),
-        ("all", all_stages(backend_config(ports), logs), ("json", "stream")),
+    variants: list[tuple[str, dict[str, Any], tuple[str, ...], str]] = [
+        ("proxy", backend_config(ports), KINDS, "extproc"),
+        ("all", all_stages(backend_config(ports), logs), ("json", "stream"), "extproc"),
+        # The proxy's own server with a no-op ROUTER role: splits the gap to the floor.
+        ("proxy-noop", backend_config(ports), ("json",), "bench.proxy_noop_router"),
     ]
     cpus = available_cpus()
     if cpus != concurrency:
         alt = backend_config(ports)
         alt["envoy"] = {**alt["envoy"], "concurrency": cpus}
-        variants.append(("proxy-cpus", alt, ("json",)))
-    for name, config, kinds in variants:
-        proxy, envoy_pid = start_proxy(stack, logs, config, name=f"proxy-{name}")
+        variants.append(("proxy-cpus", alt, ("json",), "extproc"))
+    for name, config, kinds, module in variants:
+        proxy, envoy_pid = start_proxy(stack, logs, config, name=f"proxy-{name}", module=module)
         targets.append(
             Target(
                 name,

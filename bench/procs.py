@@ -260,12 +260,17 @@ def envoy_ready(admin_port: int) -> bool:
 
 
 def start_proxy(
-    stack: contextlib.ExitStack, workdir: Path, config: dict[str, Any], name: str = "proxy"
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    config: dict[str, Any],
+    name: str = "proxy",
+    module: str = "extproc",
 ) -> tuple[Managed, int]:
-    """``python -m extproc --config FILE``; returns it and the PID of the Envoy it started."""
+    """``python -m extproc --config FILE`` (or another ``module`` taking the proxy's
+    arguments); returns it and the PID of the Envoy it started."""
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    args = [sys.executable, "-m", "extproc", "--config", str(config_path)]
+    args = [sys.executable, "-m", module, "--config", str(config_path)]
     proxy = spawn(stack, "extproc" if name == "proxy" else name, args, workdir / f"{name}.log")
     envoy_pids: list[int] = []
 
