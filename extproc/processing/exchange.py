@@ -133,7 +133,9 @@ class Exchange:
             alike = self.app.alike_hosts.get(route.cluster)
             if alike is not None:
                 # Every host gets these headers too: set them here, and Envoy skips
-                # the UPSTREAM role for the first attempt (retries still run it).
+                # the UPSTREAM role for the first attempt. The mark is dropped before
+                # the provider, on the header map Envoy shares between attempts: a
+                # retry runs the role, which sets the same headers.
                 set_headers.update(alike)
                 set_headers[HOSTS_ALIKE_HEADER] = "1"
         else:

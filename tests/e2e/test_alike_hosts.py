@@ -78,8 +78,13 @@ def proxy(
         yield running
 
 
-def ask(proxy: ProxyProcess, model: str) -> str:
-    client = openai.OpenAI(base_url=proxy.openai_base_url, api_key=CLIENT_KEY, max_retries=0)
+def ask(proxy: ProxyProcess, model: str, headers: dict[str, str] | None = None) -> str:
+    client = openai.OpenAI(
+        base_url=proxy.openai_base_url,
+        api_key=CLIENT_KEY,
+        max_retries=0,
+        default_headers=headers,
+    )
     answer = client.chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
     return answer.choices[0].message.content or ""
 
@@ -138,3 +143,15 @@ def test_accounts_with_their_own_keys_still_get_the_upstream_role(
     # The first account's key never follows a retry to the other account.
     assert_clean(retried.headers, f"{PROVIDER_KEY}-other")
     assert SHARED_KEY not in str(retried.headers)
+
+
+def test_a_client_cannot_send_the_mark(
+    proxy: ProxyProcess, one: FakeOpenAI, other: FakeOpenAI
+) -> None:
+    # Internal headers from clients are dropped on arrival: the mark would otherwise skip
+    # the role that sets the chosen account's key.
+    before = streams_started(proxy)
+    assert ask(proxy, "accounts", {"x-llm-hosts-alike": "1"}) == "one says hello to gpt-4o"
+    assert streams_started(proxy) - before == 2
+    [sent] = one.chat_requests()
+    assert_clean(sent.headers, SHARED_KEY)
