@@ -4,11 +4,14 @@ the first attempt. Real Envoy, real extproc, two fake providers expecting the sa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import running_fake
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -119,11 +122,34 @@ def test_replicas_cost_one_stream_per_request(
         assert_clean(request.headers, SHARED_KEY)
 
 
+def attempts(proxy: ProxyProcess) -> dict[tuple[str, str], float]:
+    """``llm_proxy_upstream_attempts_total`` by (backend, outcome)."""
+    found = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", proxy.log())
+    assert found is not None, "the proxy logs its metrics port"
+    text = httpx.get(f"http://127.0.0.1:{found.group(1)}/metrics", timeout=5).text
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "llm_proxy_upstream_attempts_total":
+                out[(sample.labels["backend"], sample.labels["outcome"])] = sample.value
+    return out
+
+
 def test_a_failover_among_replicas_keeps_the_credential_and_drops_the_mark(
     proxy: ProxyProcess, one: FakeOpenAI, two: FakeOpenAI
 ) -> None:
+    before = attempts(proxy)
     one.set_fault(status=503, count=1, chat_only=True)
     assert ask(proxy, "replicas") == "two says hello to gpt-4o"
+    after = attempts(proxy)
+
+    def moved(backend: str, outcome: str) -> float:
+        return after.get((backend, outcome), 0) - before.get((backend, outcome), 0)
+
+    # The retried first attempt had no UPSTREAM role: counted, never as the retry's host.
+    assert moved("", "retried") == 1
+    assert moved("openai.1", "retried") == 0
+    assert moved("openai.1", "ok") == 1
     [first] = one.chat_requests()
     [second] = two.chat_requests()
     assert_clean(first.headers, SHARED_KEY)
