@@ -154,6 +154,9 @@ class Telemetry:
                 "http.request.method": ctx.method,
                 "url.path": ctx.path,
             },
+            # From the request's own start, as its durations are (time to first
+            # chunk can then never exceed the span).
+            start_time=time.time_ns() - int((time.monotonic() - ctx.started) * 1e9),
         )
 
     def phase(self, ctx: RequestContext, name: str) -> AbstractContextManager[Any]:

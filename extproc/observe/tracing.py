@@ -554,8 +554,10 @@ class Tracing:
         name: str,
         parent: Context | None = None,
         attributes: Mapping[str, AttributeValue] | None = None,
+        start_time: int | None = None,
     ) -> RequestSpan:
-        """Open the request span (kind SERVER), a child of ``parent`` or a new trace."""
+        """Open the request span (kind SERVER), a child of ``parent`` or a new trace;
+        ``start_time``: when the request began (ns since the epoch), default now."""
         tracer = self._tracer
         if tracer is None:
             return _NOOP_REQUEST
@@ -564,6 +566,7 @@ class Tracing:
             context=parent if parent is not None else _EMPTY_CONTEXT,
             kind=SpanKind.SERVER,
             attributes=attributes,
+            start_time=start_time,
         )
         if not span.is_recording():  # the parent was not sampled: neither are we
             return _NOOP_REQUEST

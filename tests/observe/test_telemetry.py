@@ -565,3 +565,24 @@ def test_from_config_knows_every_configured_secret() -> None:
         )
     finally:
         telemetry.close()
+
+
+def test_the_request_span_starts_when_the_request_did() -> None:
+    # CI found this: the span began when telemetry first saw the request, a little
+    # after the context's clock started, so a stream whose first chunk was also its
+    # last reported a time to first chunk longer than its own span.
+    tracing, exporter = traced_tracing()
+    telemetry = Telemetry(tracing=tracing)
+    ctx = context(started=time.monotonic() - 0.05)  # the request began 50 ms ago
+    telemetry.begin(ctx, {}, [("traceparent", f"00-{TRACE_A}-{SPAN_A}-01")])
+    ctx.first_output = time.monotonic()  # the first chunk was also the last
+    ctx.streamed = True
+    telemetry.finish(ctx)
+    (span,) = exporter.get_finished_spans()
+    assert span.start_time is not None and span.end_time is not None
+    duration = (span.end_time - span.start_time) / 1e9
+    assert duration >= 0.05
+    ttft = ctx.ttft
+    assert ttft is not None and ttft <= duration
+    assert dict(span.attributes or {})["gen_ai.response.time_to_first_chunk"] <= duration
+    tracing.shutdown()
