@@ -61,6 +61,7 @@ from bench.procs import (
     envoy_ready,
     find_envoy_binary,
     free_port,
+    listen_ports,
     spawn,
     start_baseline_envoy,
     start_proxy,
@@ -286,11 +287,7 @@ def backend_config(ports: Sequence[int]) -> dict[str, Any]:
         }
 
     return {
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "grpc_port": free_port(),
-        "admin_port": free_port(),
-        "anthropic_port": 0,
+        **listen_ports(),
         "backends": {
             "openai": backend(ports[0], "/v1", [JSON_MODEL]),
             "openai.1": backend(ports[-1], "/v1", []),  # a replica: the same key

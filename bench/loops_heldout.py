@@ -13,7 +13,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from extproc.guards.loops import find_loop
+from extproc.canonical import Finish, TextDelta
+from extproc.guards.loops import LoopConfig, find_loop
+from extproc.pipeline.answer import AnswerChain
+from extproc.pipeline.stages.loops import LoopFilter
 from tests.real_model import gguf_path
 
 PROMPTS = [
@@ -42,11 +45,23 @@ PROMPTS = [
 LOOPS = frozenset({0, 2, 4, 7, 8, 10, 13, 15, 17, 19})
 
 
+def stage_cuts(text: str, chunk: int = 4) -> bool:
+    """Whether the loop stage, as deployed, cuts ``text`` streamed in ``chunk``-char deltas."""
+    chain = AnswerChain([LoopFilter(LoopConfig(), True, None)])
+    for at in range(0, len(text), chunk):
+        chain.feed([TextDelta(text[at : at + chunk])])
+        if chain.ended is not None:
+            return True
+    chain.feed([Finish("stop")])
+    chain.finish()
+    return chain.ended is not None
+
+
 def main() -> int:
     from llama_cpp import Llama
 
     model = Llama(model_path=str(gguf_path()), n_ctx=4096, seed=0, verbose=False)
-    hits = false_alarms = 0
+    hits = false_alarms = stage_hits = stage_false = 0
     for i, prompt in enumerate(PROMPTS):
         # As tests/guards/record_loops.py records the tuning corpus: greedy.
         reply: Any = model.create_chat_completion(
@@ -58,13 +73,24 @@ def main() -> int:
         )
         text = str(reply["choices"][0]["message"]["content"])
         found = find_loop(text)
+        streamed = stage_cuts(text)
         label = "loop " if i in LOOPS else "clean"
-        print(f"{label} {'CUT' if found else '   '} {len(text):5d} chars  {prompt}")
+        print(
+            f"{label} {'CUT' if found else '   '} stage {'CUT' if streamed else '   '} "
+            f"{len(text):5d} chars  {prompt}"
+        )
         if found is not None:
             hits += i in LOOPS
             false_alarms += i not in LOOPS
+        if streamed:
+            stage_hits += i in LOOPS
+            stage_false += i not in LOOPS
     clean = len(PROMPTS) - len(LOOPS)
     print(f"recall {hits}/{len(LOOPS)}, false positives {false_alarms}/{clean}")
+    print(
+        f"the loop stage, streamed in 4-char deltas: recall {stage_hits}/{len(LOOPS)}, "
+        f"false positives {stage_false}/{clean}"
+    )
     return 0
 
 

@@ -224,6 +224,17 @@ def fake_control(control_port: int, method: str, path: str, body: Any = None) ->
 POOL_MODEL = "bench-pool"
 
 
+def listen_ports() -> dict[str, Any]:
+    """A bench proxy's listening part of the config: loopback, fresh ports, no Anthropic port."""
+    return {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "grpc_port": free_port(),
+        "admin_port": free_port(),
+        "anthropic_port": 0,
+    }
+
+
 def proxy_config(fake_port: int, api_key: str) -> dict[str, Any]:
     """The proxy's YAML config (as data) with fresh ports."""
     backend = {
@@ -234,11 +245,7 @@ def proxy_config(fake_port: int, api_key: str) -> dict[str, Any]:
         "health_check": {"interval": "1s"},
     }
     return {
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "grpc_port": free_port(),
-        "admin_port": free_port(),
-        "anthropic_port": 0,
+        **listen_ports(),
         "backends": {"openai": backend, "openai.1": {**backend, "models": []}},
         "models": {POOL_MODEL: {"failover": ["openai:gpt-4o-mini", "openai.1:gpt-4o-mini"]}},
         "envoy": {"log_level": "error"},

@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 
 from bench.httpclient import HttpConnection, ProtocolError, Response, build_request, connect
-from bench.procs import Managed, fake_control, free_port, spawn, start_proxy
+from bench.procs import Managed, fake_control, free_port, listen_ports, spawn, start_proxy
 from bench.stats import percentile
 
 DEFAULT_LOGS = Path("bench/results/soak")
@@ -119,11 +119,7 @@ def soak_config(ports: dict[str, tuple[int, int]]) -> dict[str, Any]:
         for name, (port, _) in ports.items()
     }
     return {
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "grpc_port": free_port(),
-        "admin_port": free_port(),
-        "anthropic_port": 0,
+        **listen_ports(),
         "backends": backends,
         "routing": {
             "aliases": {"soak": "|".join(f"{i}:gpt-4o" for i in INSTANCES.values())},
@@ -264,11 +260,7 @@ def start_memory_fake(stack: contextlib.ExitStack, logs: Path) -> int:
 def memory_config(fake_port: int, workdir: Path) -> dict[str, Any]:
     """A single-instance route with every agent stage on (the defaults plus the opt-in ones)."""
     return {
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "grpc_port": free_port(),
-        "admin_port": free_port(),
-        "anthropic_port": 0,
+        **listen_ports(),
         "backends": {
             "openai": {
                 "type": "openai",

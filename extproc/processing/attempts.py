@@ -4,7 +4,9 @@ The UPSTREAM role runs once per attempt and knows the instance Envoy chose;
 the ROUTER role learns at the answer how many attempts there were
 (``x-envoy-attempt-count``). This bounded log joins the two when both roles
 run in this process (the embedded proxy and sidecars); elsewhere the
-attempts are still counted, without their instances.
+attempts are still counted, without their instances. A first attempt that
+skips the UPSTREAM role (a pool of alike hosts) is logged by the ROUTER role
+as ``""``: counted, its instance unknown.
 """
 
 from __future__ import annotations

@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder()
 _envelope_encoder = msgspec.json.Encoder()
 _JSON = {"content-type": "application/json"}
-#: ``ctx.state`` key: the first attempt went without the UPSTREAM role (alike hosts).
-_FIRST_ATTEMPT_UNLOGGED = "first_attempt_unlogged"
 
 
 class Exchange:
@@ -140,7 +138,8 @@ class Exchange:
                 # retry runs the role, which sets the same headers.
                 set_headers.update(alike)
                 set_headers[HOSTS_ALIKE_HEADER] = "1"
-                ctx.state[_FIRST_ATTEMPT_UNLOGGED] = True
+                # No UPSTREAM role logs the first attempt's instance: it is unknown.
+                self.app.attempt_log.add(ctx.request_id, "")
         else:
             envelope = Envelope(request=request, model=route.model, request_id=ctx.request_id)
             out = _envelope_encoder.encode(envelope)
@@ -182,10 +181,6 @@ class Exchange:
         if ctx.route is not None:
             ctx.attempts = _attempts(headers.get(ATTEMPT_COUNT_HEADER))
             ctx.attempt_backends = self.app.attempt_log.pop(ctx.request_id)
-            if ctx.state.get(_FIRST_ATTEMPT_UNLOGGED):
-                # No UPSTREAM role saw the first attempt: its instance is unknown, and
-                # the logged ones (retries) are the attempts after it.
-                ctx.attempt_backends.insert(0, "")
         if self.backend is not None:
             ctx.backend = host.get("instance")
             if host.get("model"):
